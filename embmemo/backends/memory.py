@@ -1,0 +1,151 @@
+"""In-process storage for tests and notebooks: thread-safe, with TTL.
+
+Every ``memory://NAME`` URL in a process shares one store (``memory://`` is the
+default one), the way two caches pointed at one Redis share it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from .base import Record
+
+_PURGE_EVERY_WRITES = 1024
+
+
+class MemoryStore:
+    """A dict of key -> (value, expires_at on the monotonic clock or None, ttl_ms)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: dict[str, tuple[bytes, float | None, int | None]] = {}
+        self._writes = 0
+
+    def _live(self, key: str, now: float) -> tuple[bytes, float | None, int | None] | None:
+        item = self._data.get(key)
+        if item is not None and item[1] is not None and item[1] <= now:
+            del self._data[key]
+            return None
+        return item
+
+    def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+        now = time.monotonic()
+        out: list[bytes | None] = []
+        with self._lock:
+            for key in keys:
+                item = self._live(key, now)
+                if item is None:
+                    out.append(None)
+                    continue
+                value, _, ttl_ms = item
+                if refresh_ttl and ttl_ms:
+                    self._data[key] = (value, now + ttl_ms / 1000, ttl_ms)
+                out.append(value)
+        return out
+
+    def set_many(self, records: Sequence[Record]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key, value, ttl_ms in records:
+                self._data[key] = (value, now + ttl_ms / 1000 if ttl_ms else None, ttl_ms)
+            self._writes += len(records)
+            if self._writes >= _PURGE_EVERY_WRITES:
+                self._writes = 0
+                for key in [k for k, v in self._data.items() if v[1] is not None and v[1] <= now]:
+                    del self._data[key]
+
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        now = time.monotonic()
+        with self._lock:
+            return [self._live(key, now) is not None for key in keys]
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        now = time.monotonic()
+        with self._lock:
+            found = 0
+            for key in keys:
+                if self._live(key, now) is not None:
+                    del self._data[key]
+                    found += 1
+            return found
+
+    def clear(self, namespace: str, scan_pattern: str) -> int:
+        prefix = namespace + ":"
+        with self._lock:
+            doomed = [key for key in self._data if _is_entry_key(key, prefix)]
+            for key in doomed:
+                del self._data[key]
+            return len(doomed)
+
+
+def _is_entry_key(key: str, prefix: str) -> bool:
+    digest = key[len(prefix):]
+    return (
+        key.startswith(prefix)
+        and len(digest) == 64
+        and all(ch in "0123456789abcdef" for ch in digest)
+    )
+
+
+_STORES: dict[str, MemoryStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def shared_store(store_name: str) -> MemoryStore:
+    """The process-wide store for one ``memory://`` name."""
+    with _STORES_LOCK:
+        return _STORES.setdefault(store_name, MemoryStore())
+
+
+class MemoryBackend:
+    """``Backend`` over a shared in-process store."""
+
+    def __init__(self, url: str, store_name: str) -> None:
+        self.url = url
+        self._store = shared_store(store_name)
+
+    def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+        return self._store.get_many(keys, refresh_ttl)
+
+    def set_many(self, records: Sequence[Record]) -> None:
+        self._store.set_many(records)
+
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        return self._store.exists_many(keys)
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        return self._store.delete_many(keys)
+
+    def clear(self, namespace: str, scan_pattern: str) -> int:
+        return self._store.clear(namespace, scan_pattern)
+
+    def close(self) -> None:
+        pass
+
+
+class AsyncMemoryBackend:
+    """``AsyncBackend`` over the same store; no I/O, so no thread hop."""
+
+    def __init__(self, url: str, store_name: str) -> None:
+        self.url = url
+        self._store = shared_store(store_name)
+
+    async def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+        return self._store.get_many(keys, refresh_ttl)
+
+    async def set_many(self, records: Sequence[Record]) -> None:
+        self._store.set_many(records)
+
+    async def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        return self._store.exists_many(keys)
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        return self._store.delete_many(keys)
+
+    async def clear(self, namespace: str, scan_pattern: str) -> int:
+        return self._store.clear(namespace, scan_pattern)
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,315 @@
+"""Redis storage: ``redis://``, ``rediss://`` (TLS), ``unix://``, or a client you pass in.
+
+Reads are one MGET per chunk, or, when hits' TTLs slide, one script per chunk that reads
+the TTL each record was written with from its header and re-applies it server-side, so
+the refresh costs no extra round trip. Only GET, SET, MGET, EXISTS, UNLINK, SCAN, PEXPIRE
+and EVALSHA/SCRIPT LOAD are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as SyncRetry
+
+from .. import codec
+from ..config import redact_url
+from ..errors import BackendError, ConfigError
+from ._limits import MAX_KEYS_PER_CHUNK, MAX_VALUE_BYTES, ReadChunker, chunks, record_chunks
+from .base import Record
+
+_UNLINK_BATCH = 500
+_SCAN_COUNT = 1000
+
+# KEYS: the keys to read. Returns their values; hits written with a TTL get it again.
+# The TTL is the little-endian uint64 (ms) at codec.TTL_OFFSET of the record header.
+REFRESH_READ_SCRIPT = f"""
+local out = {{}}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  out[i] = value
+  if value and #value >= {codec.HEADER_SIZE} and string.sub(value, 1, 4) == 'EMBM' then
+    local ttl = 0
+    for j = {codec.TTL_OFFSET + 8}, {codec.TTL_OFFSET + 1}, -1 do
+      ttl = ttl * 256 + string.byte(value, j)
+    end
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+end
+return out
+"""
+
+_URL_CREDENTIALS = re.compile(r"(\w[\w+.-]*://[^:@/\s]*:)[^@\s]+@")
+
+
+def _scrub(message: str, secrets: Sequence[str]) -> str:
+    """Remove URL passwords and any known secret from an error message."""
+    message = _URL_CREDENTIALS.sub(r"\1***@", message)
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
+def client_kwargs(timeout: float, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every client setting chosen explicitly; ``connection_kwargs`` overrides any of them."""
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        # One quick retry on a dropped connection (a restarted server leaves stale pooled
+        # connections); timeouts are not retried so a hung server costs one timeout.
+        "retry": ("retry", 1),
+        "max_connections": 64,
+        "pool_timeout": timeout,
+        "health_check_interval": 0,
+        "client_name": "embmemo",
+    }
+    kwargs.update(overrides or {})
+    if kwargs.get("decode_responses"):
+        raise ConfigError("connection_kwargs: decode_responses must be False (values are binary)")
+    return kwargs
+
+
+def _retry(kwargs: dict[str, Any], retry_class: Any) -> None:
+    """Turn the ("retry", n) placeholder into the client module's own Retry object."""
+    spec = kwargs.get("retry")
+    if isinstance(spec, tuple) and spec[:1] == ("retry",):
+        kwargs["retry"] = retry_class(
+            ExponentialBackoff(cap=0.05, base=0.005), spec[1],
+            supported_errors=(redis.exceptions.ConnectionError,),
+        )
+
+
+def _check_binary_client(client: Any) -> None:
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", {}) if pool is not None else {}
+    if kwargs.get("decode_responses"):
+        raise ConfigError(
+            "the given Redis client decodes responses; embmemo stores binary values, "
+            "so create it with decode_responses=False"
+        )
+
+
+class _RedisBase:
+    """What the sync and async backends share: identity, secrets, chunking, error wrapping."""
+
+    def __init__(self, url: str, client: Any, kwargs: Mapping[str, Any]) -> None:
+        if client is not None:
+            _check_binary_client(client)
+        self.url = redact_url(url)
+        self._url = url
+        self._kwargs = dict(kwargs)
+        pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        self._secrets = [
+            s for s in (self._kwargs.get("password"), pool_kwargs.get("password")) if s
+        ]
+        self.max_value_bytes = MAX_VALUE_BYTES
+        self._read_chunker = ReadChunker()
+
+    @contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.exceptions.RedisError, OSError) as exc:
+            detail = _scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+            raise BackendError(f"{operation} on {self.url} failed: {detail}") from None
+
+    def _pool_kwargs(self, retry_class: Any) -> dict[str, Any]:
+        kwargs = dict(self._kwargs)
+        _retry(kwargs, retry_class)
+        kwargs["timeout"] = kwargs.pop("pool_timeout")
+        return kwargs
+
+
+class RedisBackend(_RedisBase):
+    """Synchronous ``Backend`` over redis-py."""
+
+    def __init__(
+        self,
+        url: str,
+        client: redis.Redis | None = None,
+        *,
+        timeout: float = 1.0,
+        connection_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(url, client, client_kwargs(timeout, connection_kwargs))
+        self._client = client
+        self._owns_client = client is None
+        self._script: Any = None
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            with self._errors("connect"):
+                pool = redis.BlockingConnectionPool.from_url(
+                    self._url, **self._pool_kwargs(SyncRetry)
+                )
+            self._client = redis.Redis(connection_pool=pool)
+        return self._client
+
+    def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+        client = self._redis()
+        out: list[bytes | None] = []
+        with self._errors("read"):
+            if refresh_ttl and self._script is None:
+                self._script = client.register_script(REFRESH_READ_SCRIPT)
+            for chunk in chunks(keys, self._read_chunker.size()):
+                values = self._script(keys=chunk) if refresh_ttl else client.mget(chunk)
+                self._read_chunker.observe(values)
+                out.extend(values)
+        return out
+
+    def set_many(self, records: Sequence[Record]) -> None:
+        client = self._redis()
+        with self._errors("write"):
+            for chunk in record_chunks(records, self.max_value_bytes):
+                pipe = client.pipeline(transaction=False)
+                for key, value, ttl_ms in chunk:
+                    pipe.set(key, value, px=ttl_ms)
+                pipe.execute()
+
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        client = self._redis()
+        out: list[bool] = []
+        with self._errors("exists"):
+            for chunk in chunks(keys, MAX_KEYS_PER_CHUNK):
+                pipe = client.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.exists(key)
+                out.extend(bool(n) for n in pipe.execute())
+        return out
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        client = self._redis()
+        with self._errors("delete"):
+            return sum(int(client.unlink(*chunk)) for chunk in chunks(keys, _UNLINK_BATCH))
+
+    def clear(self, namespace: str, scan_pattern: str) -> int:
+        client = self._redis()
+        deleted = 0
+        batch: list[bytes] = []
+        with self._errors("clear"):
+            for key in client.scan_iter(match=scan_pattern, count=_SCAN_COUNT):
+                batch.append(key)
+                if len(batch) >= _UNLINK_BATCH:
+                    deleted += int(client.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(client.unlink(*batch))
+        return deleted
+
+    def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            self._client.close()
+            self._client.connection_pool.disconnect()
+            self._client = None
+        self._script = None
+
+
+class AsyncRedisBackend(_RedisBase):
+    """Asynchronous ``AsyncBackend`` over ``redis.asyncio``.
+
+    An owned client is bound to the event loop (and process) that created it; a call
+    from another loop, or after a fork, gets a fresh client instead of a hung socket.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client: aioredis.Redis | None = None,
+        *,
+        timeout: float = 1.0,
+        connection_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(url, client, client_kwargs(timeout, connection_kwargs))
+        self._client = client
+        self._owns_client = client is None
+        self._bound_to: tuple[int, asyncio.AbstractEventLoop] | None = None
+        self._script: Any = None
+
+    def _redis(self) -> aioredis.Redis:
+        if not self._owns_client:
+            assert self._client is not None
+            return self._client
+        owner = (os.getpid(), asyncio.get_running_loop())
+        if self._client is None or self._bound_to != owner:
+            with self._errors("connect"):
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    self._url, **self._pool_kwargs(AsyncRetry)
+                )
+            self._client = aioredis.Redis(connection_pool=pool)
+            self._bound_to = owner
+            self._script = None
+        return self._client
+
+    async def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+        client = self._redis()
+        if refresh_ttl and self._script is None:
+            self._script = client.register_script(REFRESH_READ_SCRIPT)
+        out: list[bytes | None] = []
+        with self._errors("read"):
+            for chunk in chunks(keys, self._read_chunker.size()):
+                values = await (self._script(keys=chunk) if refresh_ttl else client.mget(chunk))
+                self._read_chunker.observe(values)
+                out.extend(values)
+        return out
+
+    async def set_many(self, records: Sequence[Record]) -> None:
+        client = self._redis()
+        with self._errors("write"):
+            for chunk in record_chunks(records, self.max_value_bytes):
+                pipe = client.pipeline(transaction=False)
+                for key, value, ttl_ms in chunk:
+                    pipe.set(key, value, px=ttl_ms)
+                await pipe.execute()
+
+    async def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        client = self._redis()
+        out: list[bool] = []
+        with self._errors("exists"):
+            for chunk in chunks(keys, MAX_KEYS_PER_CHUNK):
+                pipe = client.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.exists(key)
+                out.extend(bool(n) for n in await pipe.execute())
+        return out
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        client = self._redis()
+        deleted = 0
+        with self._errors("delete"):
+            for chunk in chunks(keys, _UNLINK_BATCH):
+                deleted += int(await client.unlink(*chunk))
+        return deleted
+
+    async def clear(self, namespace: str, scan_pattern: str) -> int:
+        client = self._redis()
+        deleted = 0
+        batch: list[bytes] = []
+        with self._errors("clear"):
+            async for key in client.scan_iter(match=scan_pattern, count=_SCAN_COUNT):
+                batch.append(key)
+                if len(batch) >= _UNLINK_BATCH:
+                    deleted += int(await client.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(await client.unlink(*batch))
+        return deleted
+
+    async def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            try:
+                await self._client.aclose()
+                await self._client.connection_pool.disconnect()
+            except RuntimeError:  # the loop it belonged to is gone; nothing left to close
+                pass
+            self._client = None
+        self._script = None

@@ -1,0 +1,278 @@
+"""Binary entry record <-> CacheEntry. Pure: no I/O.
+
+One stored value per entry, self-describing and verified on every read::
+
+    offset size
+    0      4    magic b"EMBM"
+    4      1    format version
+    5      1    dtype code (1 float16, 2 float32, 3 float64)
+    6      1    flags (bit 0: text is bytes, bit 1: has metadata)
+    7      1    reserved, 0
+    8      4    dimension
+    12     4    text length in bytes
+    16     4    model name length in bytes
+    20     4    metadata JSON length in bytes
+    24     8    TTL the entry was written with, in ms (0: none); read by the refresh script
+    32     8    inserted_at, unix seconds (float64)
+    40     32   SHA-256 digest of the key this value belongs to
+    72     ...  vector (little-endian), text, model name, metadata JSON
+
+The header is 72 bytes so the vector starts 8-byte aligned. The vector is never
+JSON-encoded and nothing is pickled: decoding is one ``numpy.frombuffer``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import InvalidInputError, InvalidTypeError
+from .keys import Text
+
+MAGIC = b"EMBM"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<4sBBBxIIIIQd32s")
+HEADER_SIZE = HEADER.size
+TTL_OFFSET = 24
+"""Byte offset of the little-endian uint64 TTL (ms), for server-side scripts."""
+
+_FLAG_BYTES_TEXT = 1
+_FLAG_METADATA = 2
+
+DTYPES: dict[str, np.dtype[Any]] = {
+    "float16": np.dtype("<f2"),
+    "float32": np.dtype("<f4"),
+    "float64": np.dtype("<f8"),
+}
+_DTYPE_CODES = {"float16": 1, "float32": 2, "float64": 3}
+_DTYPE_BY_CODE = {code: DTYPES[name] for name, code in _DTYPE_CODES.items()}
+
+_FIELDS = ("entry_id", "key", "text", "model_name", "embedding", "metadata", "inserted_at", "ttl")
+
+
+class CacheEntry(Mapping[str, Any]):
+    """One cached embedding, readable as attributes or as a mapping (``entry["text"]``).
+
+    Attributes:
+        entry_id: The 64-hex SHA-256 digest that identifies the request.
+        key: The full storage key, ``{namespace}:{entry_id}``.
+        text: The text (``str``) or bytes that were embedded.
+        model_name: The model name the embedding was stored under.
+        embedding: A read-only 1-D ``numpy.ndarray`` in the stored dtype.
+        metadata: The metadata dict given at write time, or None.
+        inserted_at: When the entry was written, in unix seconds.
+        ttl: The time to live the entry was written with, in seconds, or None.
+    """
+
+    __slots__ = _FIELDS
+
+    entry_id: str
+    key: str
+    text: Text
+    model_name: str
+    embedding: npt.NDArray[Any]
+    metadata: dict[str, Any] | None
+    inserted_at: float
+    ttl: float | None
+
+    def __init__(
+        self,
+        entry_id: str,
+        key: str,
+        text: Text,
+        model_name: str,
+        embedding: npt.NDArray[Any],
+        metadata: dict[str, Any] | None,
+        inserted_at: float,
+        ttl: float | None,
+    ) -> None:
+        self.entry_id = entry_id
+        self.key = key
+        self.text = text
+        self.model_name = model_name
+        self.embedding = embedding
+        self.metadata = metadata
+        self.inserted_at = inserted_at
+        self.ttl = ttl
+
+    def __getitem__(self, field: str) -> Any:
+        if field not in _FIELDS:
+            raise KeyError(field)
+        return getattr(self, field)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CacheEntry):
+            return NotImplemented
+        return all(
+            np.array_equal(self.embedding, other.embedding)
+            if field == "embedding"
+            else getattr(self, field) == getattr(other, field)
+            for field in _FIELDS
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheEntry(key={self.key!r}, text={self.text!r}, model_name={self.model_name!r}, "
+            f"embedding=<{self.embedding.dtype} x {self.embedding.shape[0]}>, "
+            f"metadata={self.metadata!r}, inserted_at={self.inserted_at!r}, ttl={self.ttl!r})"
+        )
+
+
+def dtype_for(name: str) -> np.dtype[Any]:
+    """The numpy storage dtype for a dtype name, or a clear error."""
+    try:
+        return DTYPES[name]
+    except (KeyError, TypeError):
+        raise InvalidInputError(
+            f"dtype must be one of {', '.join(DTYPES)}, got {name!r}"
+        ) from None
+
+
+def vector_bytes(embedding: object, dtype: np.dtype[Any]) -> tuple[bytes, int]:
+    """Validate an embedding and return ``(little-endian bytes in dtype, dimension)``."""
+    if isinstance(embedding, np.ndarray):
+        array = embedding
+    elif isinstance(embedding, (list, tuple)):
+        if not embedding:
+            raise InvalidInputError("embedding must not be empty")
+        try:
+            array = np.asarray(embedding)
+        except (ValueError, TypeError):
+            raise InvalidInputError(
+                "embedding must be a flat sequence of numbers (got a ragged or mixed sequence)"
+            ) from None
+    else:
+        raise InvalidTypeError(
+            "embedding must be a list, tuple or numpy array of numbers, "
+            f"got {type(embedding).__name__}"
+        )
+    kind = array.dtype.kind
+    if kind not in "fiu":
+        if kind == "O" or kind in "SUb" or kind == "c":
+            raise InvalidTypeError(
+                f"embedding must hold real numbers, got elements of dtype {array.dtype}"
+            )
+        raise InvalidTypeError(f"embedding has unsupported dtype {array.dtype}")
+    if array.ndim != 1:
+        raise InvalidInputError(f"embedding must be 1-D, got shape {array.shape}")
+    if array.size == 0:
+        raise InvalidInputError("embedding must not be empty")
+    stored = array.astype(dtype, copy=False)
+    if not np.isfinite(stored).all():
+        if np.isfinite(array).all():
+            raise InvalidInputError(f"embedding has values outside the range of {dtype.name}")
+        raise InvalidInputError("embedding must contain only finite numbers (no NaN or inf)")
+    return stored.tobytes(), array.shape[0]
+
+
+def metadata_json(metadata: object) -> bytes:
+    """Validate metadata (None or a JSON-serializable dict with str keys) and encode it."""
+    if metadata is None:
+        return b""
+    if not isinstance(metadata, dict):
+        raise InvalidTypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+    try:
+        return json.dumps(metadata, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        pass
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise InvalidTypeError(f"metadata keys must be str, got {key!r}")
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTypeError(
+                f"metadata[{key!r}] is not JSON-serializable: {exc}"
+            ) from None
+    raise InvalidTypeError("metadata is not JSON-serializable")  # e.g. a nested non-str key
+
+
+def encode(
+    digest: bytes,
+    text_tag_is_bytes: bool,
+    text: bytes,
+    model: bytes,
+    vector: bytes,
+    dimension: int,
+    dtype: np.dtype[Any],
+    metadata: bytes,
+    ttl_ms: int,
+    inserted_at: float,
+) -> bytes:
+    """Build one record from already-validated parts."""
+    flags = (_FLAG_BYTES_TEXT if text_tag_is_bytes else 0) | (_FLAG_METADATA if metadata else 0)
+    header = HEADER.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        _DTYPE_CODES[dtype.name],
+        flags,
+        dimension,
+        len(text),
+        len(model),
+        len(metadata),
+        ttl_ms,
+        inserted_at,
+        digest,
+    )
+    return b"".join((header, vector, text, model, metadata))
+
+
+def record_ttl_ms(value: bytes) -> int:
+    """The TTL (ms) a record was written with, 0 for none or for a value that is no record."""
+    if len(value) < HEADER_SIZE or value[:4] != MAGIC:
+        return 0
+    return int.from_bytes(value[TTL_OFFSET:TTL_OFFSET + 8], "little")
+
+
+def decode(
+    value: bytes, key: str, digest: bytes, model_name: str | None = None
+) -> CacheEntry | None:
+    """Decode and verify one record; None when it is not a valid entry for ``key``.
+
+    ``model_name``, when given, must match the stored one as well as the digest.
+    """
+    if len(value) < HEADER_SIZE:
+        return None
+    (magic, version, dtype_code, flags, dim, text_len, model_len, meta_len,
+     ttl_ms, inserted_at, stored_digest) = HEADER.unpack_from(value)
+    if magic != MAGIC or version != FORMAT_VERSION or stored_digest != digest or dim == 0:
+        return None
+    dtype = _DTYPE_BY_CODE.get(dtype_code)
+    if dtype is None:
+        return None
+    text_start = HEADER_SIZE + dim * dtype.itemsize
+    model_start = text_start + text_len
+    meta_start = model_start + model_len
+    if meta_start + meta_len != len(value) or bool(meta_len) != bool(flags & _FLAG_METADATA):
+        return None
+    try:
+        model = value[model_start:meta_start].decode("utf-8", "surrogatepass")
+        if model_name is not None and model != model_name:
+            return None
+        raw_text = value[text_start:model_start]
+        text: Text = (
+            raw_text if flags & _FLAG_BYTES_TEXT else raw_text.decode("utf-8", "surrogatepass")
+        )
+        metadata = json.loads(value[meta_start:]) if meta_len else None
+    except (ValueError, RecursionError):  # Unicode and JSON errors are ValueErrors
+        return None
+    if metadata is not None and not isinstance(metadata, dict):
+        return None
+    embedding = np.frombuffer(value, dtype, dim, HEADER_SIZE)
+    return CacheEntry(
+        key[-64:], key, text, model, embedding, metadata, inserted_at,
+        ttl_ms / 1000 if ttl_ms else None,
+    )

@@ -1,0 +1,201 @@
+"""Settings: arguments > ``EMBMEMO_*`` environment > defaults, resolved in one place.
+
+``EmbeddingsCache``, ``@cached_embedding`` and the CLI all call ``Settings.resolve``,
+so a variable means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .errors import ConfigError, InvalidInputError, InvalidTypeError
+
+DEFAULT_NAME = "embedcache"
+DEFAULT_TIMEOUT = 1.0
+ON_ERROR_CHOICES = ("compute", "raise")
+SCHEMES = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+ENV_VARS: dict[str, str] = {
+    "EMBMEMO_URL": "Backend URL (see Backends). Default: the embedded SQLite file.",
+    "EMBMEMO_NAME": f"Key namespace. Default: {DEFAULT_NAME}.",
+    "EMBMEMO_TTL": "Default time to live in seconds; empty or 'none' for no expiry.",
+    "EMBMEMO_REFRESH_TTL": "1/0: reads slide the TTL of hits. Default: 1.",
+    "EMBMEMO_DISABLE": "1/0: the decorator calls straight through, caching nothing.",
+    "EMBMEMO_ON_ERROR": "compute (fail open) or raise, for decorated functions.",
+    "EMBMEMO_TIMEOUT": f"Connect and read timeout in seconds. Default: {DEFAULT_TIMEOUT}.",
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def ttl_seconds(value: object) -> float | None:
+    """Validate a TTL in seconds: None (no expiry) or a positive finite number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(
+            f"ttl must be a positive number of seconds or None, got {value!r}"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInputError(f"ttl must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def ttl_ms(seconds: float | None) -> int | None:
+    """Seconds to whole milliseconds, at least 1, for SET PX and the record header."""
+    return None if seconds is None else max(1, round(seconds * 1000))
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (in the userinfo or the query) replaced by ``***``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc and "password" not in parts.query.lower():
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        elif parts.scheme.startswith("redis"):  # redis://secret@host: a bare password
+            userinfo = "***"
+        netloc = f"{userinfo}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_scheme(url: str) -> str:
+    """The backend scheme of a URL, or a ConfigError listing the known ones."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"unsupported backend URL {redact_url(url)!r}: "
+            f"the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
+        )
+    return scheme
+
+
+def user_cache_dir() -> Path:
+    """The platform's per-user cache directory for embmemo."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        return base / "embmemo" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "embmemo"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "embmemo"
+
+
+def default_url() -> str:
+    """The embedded SQLite file in the user cache directory."""
+    return "sqlite:///" + str(user_cache_dir() / "embmemo.sqlite3").lstrip("/")
+
+
+def _env_bool(env: Mapping[str, str], var: str, default: bool) -> bool:
+    raw = env.get(var)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{var} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _env_ttl(env: Mapping[str, str]) -> float | None:
+    raw = env.get("EMBMEMO_TTL")
+    if raw is None or raw.strip().lower() in ("", "none"):
+        return None
+    try:
+        return ttl_seconds(float(raw))
+    except (ValueError, InvalidInputError):
+        raise ConfigError(
+            f"EMBMEMO_TTL must be a positive number of seconds or 'none', got {raw!r}"
+        ) from None
+
+
+def _env_timeout(env: Mapping[str, str]) -> float:
+    raw = env.get("EMBMEMO_TIMEOUT")
+    if raw is None or not raw.strip():
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"EMBMEMO_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration shared by the cache, the decorator and the CLI."""
+
+    url: str
+    name: str = DEFAULT_NAME
+    ttl: float | None = None
+    refresh_ttl: bool = True
+    disable: bool = False
+    on_error: str = "compute"
+    timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        url: str | None = None,
+        name: str | None = None,
+        ttl: float | None = None,
+        refresh_ttl: bool | None = None,
+        on_error: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Arguments win; what is None comes from ``EMBMEMO_*``, then the defaults."""
+        env = os.environ if env is None else env
+        if url is not None and not isinstance(url, str):
+            raise InvalidTypeError(f"url must be a str, got {type(url).__name__}")
+        resolved_url = url or env.get("EMBMEMO_URL") or default_url()
+        try:
+            url_scheme(resolved_url)
+        except ConfigError as exc:
+            if url is None and env.get("EMBMEMO_URL"):
+                raise ConfigError(f"EMBMEMO_URL: {exc}") from None
+            raise
+        env_name = env.get("EMBMEMO_NAME")
+        if name is None and env_name is not None and not env_name.strip():
+            raise ConfigError(f"EMBMEMO_NAME must be a non-empty namespace, got {env_name!r}")
+        resolved_on_error = on_error or env.get("EMBMEMO_ON_ERROR", "compute").strip().lower()
+        if resolved_on_error not in ON_ERROR_CHOICES:
+            source = "on_error" if on_error else "EMBMEMO_ON_ERROR"
+            raise ConfigError(
+                f"{source} must be one of {', '.join(ON_ERROR_CHOICES)}, "
+                f"got {on_error or env.get('EMBMEMO_ON_ERROR')!r}"
+            )
+        return cls(
+            url=resolved_url,
+            name=name if name is not None else (env_name or DEFAULT_NAME),
+            ttl=ttl_seconds(ttl) if ttl is not None else _env_ttl(env),
+            refresh_ttl=(
+                refresh_ttl if refresh_ttl is not None
+                else _env_bool(env, "EMBMEMO_REFRESH_TTL", True)
+            ),
+            disable=_env_bool(env, "EMBMEMO_DISABLE", False),
+            on_error=resolved_on_error,
+            timeout=_env_timeout(env),
+        )
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL, safe to show."""
+        return redact_url(self.url)

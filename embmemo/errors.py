@@ -1,0 +1,31 @@
+"""The exceptions embmemo raises.
+
+Input errors subclass the builtin ``TypeError`` / ``ValueError`` as well as
+``EmbmemoError``, so callers can catch them either way.
+"""
+
+from __future__ import annotations
+
+
+class EmbmemoError(Exception):
+    """Base class of every error embmemo raises on purpose."""
+
+
+class InvalidInputError(EmbmemoError, ValueError):
+    """An argument has the right type but a value embmemo cannot accept."""
+
+
+class InvalidTypeError(EmbmemoError, TypeError):
+    """An argument has a type embmemo cannot accept."""
+
+
+class ConfigError(EmbmemoError, ValueError):
+    """A setting (argument, URL or ``EMBMEMO_*`` variable) is invalid."""
+
+
+class BackendError(EmbmemoError):
+    """The storage backend failed or timed out; the message never holds credentials."""
+
+
+class EmbeddingOutputError(EmbmemoError, ValueError):
+    """A decorated embed function returned something that does not match its input."""
