@@ -4,27 +4,32 @@ One stored value per entry, self-describing and verified on every read::
 
     offset size
     0      4    magic b"EMBM"
-    4      1    format version
-    5      1    dtype code (1 float16, 2 float32, 3 float64)
-    6      1    flags (bit 0: text is bytes, bit 1: has metadata)
-    7      1    reserved, 0
-    8      4    dimension
-    12     4    text length in bytes
-    16     4    model name length in bytes
-    20     4    metadata JSON length in bytes
-    24     8    TTL the entry was written with, in ms (0: none); read by the refresh script
-    32     8    inserted_at, unix seconds (float64)
-    40     32   SHA-256 digest of the key this value belongs to
-    72     ...  vector (little-endian), text, model name, metadata JSON
+    4      4    CRC-32 of every byte after this field
+    8      1    format version
+    9      1    dtype code (1 float16, 2 float32, 3 float64)
+    10     1    flags (bit 0: text is bytes, bit 1: has metadata)
+    11     1    reserved, 0
+    12     4    dimension
+    16     4    text length in bytes
+    20     4    model name length in bytes
+    24     4    metadata JSON length in bytes
+    28     4    reserved, 0
+    32     8    TTL the entry was written with, in ms (0: none); read by the refresh script
+    40     8    inserted_at, unix seconds (float64)
+    48     32   SHA-256 digest of the key this value belongs to
+    80     ...  vector (little-endian), text, model name, metadata JSON
 
-The header is 72 bytes so the vector starts 8-byte aligned. The vector is never
-JSON-encoded and nothing is pickled: decoding is one ``numpy.frombuffer``.
+The header is 80 bytes so the vector starts 8-byte aligned. The digest rejects a value
+copied from another key; the CRC rejects truncation and bit flips anywhere, so a damaged
+value is a miss, never a wrong vector. The vector is never JSON-encoded and nothing is
+pickled: decoding is one ``numpy.frombuffer``.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -36,9 +41,13 @@ from .keys import Text
 
 MAGIC = b"EMBM"
 FORMAT_VERSION = 1
-HEADER = struct.Struct("<4sBBBxIIIIQd32s")
+HEADER = struct.Struct("<4sIBBBxIIII4xQd32s")
 HEADER_SIZE = HEADER.size
-TTL_OFFSET = 24
+_HEADER_TAIL = struct.Struct("<BBBxIIII4xQd32s")  # HEADER after magic and CRC, for packing
+_CRC_END = 8
+TTL_OFFSET = 32
+MAX_TTL_MS = 2**47
+"""The longest TTL (about 4,400 years): what Redis accepts, and exact in a Lua double."""
 """Byte offset of the little-endian uint64 TTL (ms), for server-side scripts."""
 
 _FLAG_BYTES_TEXT = 1
@@ -170,7 +179,8 @@ def vector_bytes(embedding: object, dtype: np.dtype[Any]) -> tuple[bytes, int]:
         raise InvalidInputError(f"embedding must be 1-D, got shape {array.shape}")
     if array.size == 0:
         raise InvalidInputError("embedding must not be empty")
-    stored = array.astype(dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are caught below
+        stored = array.astype(dtype, copy=False)
     if not np.isfinite(stored).all():
         if np.isfinite(array).all():
             raise InvalidInputError(f"embedding has values outside the range of {dtype.name}")
@@ -184,13 +194,14 @@ def metadata_json(metadata: object) -> bytes:
         return b""
     if not isinstance(metadata, dict):
         raise InvalidTypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+    for key in metadata:
+        if not isinstance(key, str):  # json.dumps would quietly turn 1 into "1"
+            raise InvalidTypeError(f"metadata keys must be str, got {key!r}")
     try:
         return json.dumps(metadata, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError):
         pass
     for key, value in metadata.items():
-        if not isinstance(key, str):
-            raise InvalidTypeError(f"metadata keys must be str, got {key!r}")
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -214,8 +225,7 @@ def encode(
 ) -> bytes:
     """Build one record from already-validated parts."""
     flags = (_FLAG_BYTES_TEXT if text_tag_is_bytes else 0) | (_FLAG_METADATA if metadata else 0)
-    header = HEADER.pack(
-        MAGIC,
+    tail = _HEADER_TAIL.pack(
         FORMAT_VERSION,
         _DTYPE_CODES[dtype.name],
         flags,
@@ -227,7 +237,10 @@ def encode(
         inserted_at,
         digest,
     )
-    return b"".join((header, vector, text, model, metadata))
+    crc = zlib.crc32(tail)
+    for part in (vector, text, model, metadata):
+        crc = zlib.crc32(part, crc)
+    return b"".join((MAGIC, crc.to_bytes(4, "little"), tail, vector, text, model, metadata))
 
 
 def record_ttl_ms(value: bytes) -> int:
@@ -246,9 +259,11 @@ def decode(
     """
     if len(value) < HEADER_SIZE:
         return None
-    (magic, version, dtype_code, flags, dim, text_len, model_len, meta_len,
+    (magic, crc, version, dtype_code, flags, dim, text_len, model_len, meta_len,
      ttl_ms, inserted_at, stored_digest) = HEADER.unpack_from(value)
     if magic != MAGIC or version != FORMAT_VERSION or stored_digest != digest or dim == 0:
+        return None
+    if zlib.crc32(memoryview(value)[_CRC_END:]) != crc:
         return None
     dtype = _DTYPE_BY_CODE.get(dtype_code)
     if dtype is None:

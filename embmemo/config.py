@@ -18,6 +18,7 @@ from .errors import ConfigError, InvalidInputError, InvalidTypeError
 
 DEFAULT_NAME = "embedcache"
 DEFAULT_TIMEOUT = 1.0
+MAX_TTL_SECONDS = 2**47 / 1000  # codec.MAX_TTL_MS
 ON_ERROR_CHOICES = ("compute", "raise")
 SCHEMES = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
@@ -43,8 +44,10 @@ def ttl_seconds(value: object) -> float | None:
         raise InvalidInputError(
             f"ttl must be a positive number of seconds or None, got {value!r}"
         )
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidInputError(f"ttl must be a positive number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0 or value > MAX_TTL_SECONDS:
+        raise InvalidInputError(
+            f"ttl must be a positive number of seconds up to {MAX_TTL_SECONDS:.0f}, got {value!r}"
+        )
     return float(value)
 
 

@@ -1,14 +1,15 @@
 """Redis storage: ``redis://``, ``rediss://`` (TLS), ``unix://``, or a client you pass in.
 
-Reads are one MGET per chunk, or, when hits' TTLs slide, one script per chunk that reads
-the TTL each record was written with from its header and re-applies it server-side, so
-the refresh costs no extra round trip. Only GET, SET, MGET, EXISTS, UNLINK, SCAN, PEXPIRE
-and EVALSHA/SCRIPT LOAD are sent.
+Reads are one MGET per chunk; when hits' TTLs slide, the same pipeline carries a script
+that re-applies, server-side, the TTL each record was written with, so the refresh costs
+no extra round trip. Only SET, MGET, EXISTS, UNLINK, SCAN and EVALSHA/SCRIPT LOAD are sent
+(the script calls GETRANGE and PEXPIRE).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,23 +31,22 @@ from .base import Record
 _UNLINK_BATCH = 500
 _SCAN_COUNT = 1000
 
-# KEYS: the keys to read. Returns their values; hits written with a TTL get it again.
-# The TTL is the little-endian uint64 (ms) at codec.TTL_OFFSET of the record header.
-REFRESH_READ_SCRIPT = f"""
-local out = {{}}
-for i, key in ipairs(KEYS) do
-  local value = redis.call('GET', key)
-  out[i] = value
-  if value and #value >= {codec.HEADER_SIZE} and string.sub(value, 1, 4) == 'EMBM' then
-    local ttl = 0
-    for j = {codec.TTL_OFFSET + 8}, {codec.TTL_OFFSET + 1}, -1 do
-      ttl = ttl * 256 + string.byte(value, j)
-    end
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+# KEYS: keys just read by the MGET sent before this script in the same pipeline. Each
+# hit written with a TTL gets that TTL again; it is the little-endian uint64 (ms) at
+# codec.TTL_OFFSET of the record header, so only those 8 bytes are read (GETRANGE), not
+# the value. Out-of-range numbers (a damaged value) are left alone rather than erroring.
+REFRESH_TTL_SCRIPT = f"""
+for _, key in ipairs(KEYS) do
+  local raw = redis.call('GETRANGE', key, {codec.TTL_OFFSET}, {codec.TTL_OFFSET + 7})
+  if #raw == 8 then
+    local lo, hi = struct.unpack('<I4I4', raw)
+    local ttl = hi * 4294967296 + lo
+    if ttl > 0 and ttl <= {codec.MAX_TTL_MS} then redis.call('PEXPIRE', key, ttl) end
   end
 end
-return out
+return 0
 """
+REFRESH_TTL_SHA = hashlib.sha1(REFRESH_TTL_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' id)
 
 _URL_CREDENTIALS = re.compile(r"(\w[\w+.-]*://[^:@/\s]*:)[^@\s]+@")
 
@@ -144,7 +144,6 @@ class RedisBackend(_RedisBase):
         super().__init__(url, client, client_kwargs(timeout, connection_kwargs))
         self._client = client
         self._owns_client = client is None
-        self._script: Any = None
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
@@ -159,10 +158,19 @@ class RedisBackend(_RedisBase):
         client = self._redis()
         out: list[bytes | None] = []
         with self._errors("read"):
-            if refresh_ttl and self._script is None:
-                self._script = client.register_script(REFRESH_READ_SCRIPT)
             for chunk in chunks(keys, self._read_chunker.size()):
-                values = self._script(keys=chunk) if refresh_ttl else client.mget(chunk)
+                if refresh_ttl:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.mget(chunk)
+                    pipe.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
+                    values, refreshed = pipe.execute(raise_on_error=False)
+                    if isinstance(refreshed, redis.exceptions.NoScriptError):
+                        client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
+                        client.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
+                    elif isinstance(values, Exception) or isinstance(refreshed, Exception):
+                        raise values if isinstance(values, Exception) else refreshed
+                else:
+                    values = client.mget(chunk)
                 self._read_chunker.observe(values)
                 out.extend(values)
         return out
@@ -211,7 +219,6 @@ class RedisBackend(_RedisBase):
             self._client.close()
             self._client.connection_pool.disconnect()
             self._client = None
-        self._script = None
 
 
 class AsyncRedisBackend(_RedisBase):
@@ -233,7 +240,6 @@ class AsyncRedisBackend(_RedisBase):
         self._client = client
         self._owns_client = client is None
         self._bound_to: tuple[int, asyncio.AbstractEventLoop] | None = None
-        self._script: Any = None
 
     def _redis(self) -> aioredis.Redis:
         if not self._owns_client:
@@ -247,17 +253,25 @@ class AsyncRedisBackend(_RedisBase):
                 )
             self._client = aioredis.Redis(connection_pool=pool)
             self._bound_to = owner
-            self._script = None
         return self._client
 
     async def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
         client = self._redis()
-        if refresh_ttl and self._script is None:
-            self._script = client.register_script(REFRESH_READ_SCRIPT)
         out: list[bytes | None] = []
         with self._errors("read"):
             for chunk in chunks(keys, self._read_chunker.size()):
-                values = await (self._script(keys=chunk) if refresh_ttl else client.mget(chunk))
+                if refresh_ttl:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.mget(chunk)
+                    pipe.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
+                    values, refreshed = await pipe.execute(raise_on_error=False)
+                    if isinstance(refreshed, redis.exceptions.NoScriptError):
+                        await client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
+                        await client.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
+                    elif isinstance(values, Exception) or isinstance(refreshed, Exception):
+                        raise values if isinstance(values, Exception) else refreshed
+                else:
+                    values = await client.mget(chunk)
                 self._read_chunker.observe(values)
                 out.extend(values)
         return out
@@ -312,4 +326,3 @@ class AsyncRedisBackend(_RedisBase):
             except RuntimeError:  # the loop it belonged to is gone; nothing left to close
                 pass
             self._client = None
-        self._script = None

@@ -1,0 +1,373 @@
+"""Embedded storage in one SQLite file: ``sqlite:///path/to/cache.sqlite3``, the default.
+
+Why SQLite: it needs no server, ships with Python, and lets several threads and processes
+share one cache file safely. WAL journaling lets readers proceed while one writer commits;
+``synchronous=NORMAL`` keeps commits cheap (a power cut can lose the last commits, never
+corrupt the file, which is the right trade for a cache). Each batch is one statement per
+chunk of keys, each write call one ``BEGIN IMMEDIATE`` transaction (all or nothing), and a
+generous busy timeout makes competing writers queue rather than fail.
+
+Expiry is stored as wall-clock unix time so every process agrees on it. Expired rows are
+invisible to reads and are purged a bounded number at a time inside writes.
+
+The file is the user's: it is created 0600 in a 0700 directory, and one that is not an
+embmemo cache is reported, never deleted or rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import BackendError, ConfigError
+from ._limits import chunks
+from .base import Record
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x454D424D  # b"EMBM": marks the file as ours in the SQLite header
+MIN_BUSY_TIMEOUT = 5.0
+"""Seconds a statement waits for another writer's lock before failing."""
+
+_KEYS_PER_STATEMENT = 500  # well below SQLite's host-parameter limit (999 before 3.32)
+_PURGE_EVERY_WRITES = 1024
+_PURGE_EVERY_SECONDS = 60.0
+_PURGE_LIMIT = 1000  # expired rows deleted per purge, so a write never stalls for long
+
+# "(...)" in these stands for one "?" per key of the chunk, filled in by _sql.
+_SELECT_VALUES = (
+    "SELECT key, value, ttl_ms FROM entries WHERE key IN (...)"
+    " AND (expires_at IS NULL OR expires_at > ?)"
+)
+_SELECT_LIVE = (
+    "SELECT key FROM entries WHERE key IN (...) AND (expires_at IS NULL OR expires_at > ?)"
+)
+_SLIDE = (
+    "UPDATE entries SET expires_at = ? + ttl_ms / 1000.0"
+    " WHERE key IN (...) AND ttl_ms IS NOT NULL AND expires_at > ?"
+)
+_DELETE_LIVE = (
+    "DELETE FROM entries WHERE key IN (...) AND (expires_at IS NULL OR expires_at > ?)"
+)
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL,"
+    " expires_at REAL, ttl_ms INTEGER)",
+    "CREATE INDEX IF NOT EXISTS entries_expires_at ON entries (expires_at)"
+    " WHERE expires_at IS NOT NULL",
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+_UPSERT = (
+    "INSERT INTO entries (key, value, expires_at, ttl_ms) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+    " expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms"
+)
+_PURGE = (
+    "DELETE FROM entries WHERE rowid IN"
+    " (SELECT rowid FROM entries WHERE expires_at <= ? LIMIT ?)"
+)
+_CLEAR = (
+    "DELETE FROM entries WHERE key >= ? AND key < ? AND length(key) = ?"
+    " AND substr(key, ?) NOT GLOB '*[^0-9a-f]*'"
+)
+_CLEAR_EXPIRED = _CLEAR + " AND expires_at <= ?"
+
+# Connections inherited through fork(): kept referenced so the child never closes them,
+# since closing a parent's SQLite handle in a child can disturb the parent's locks.
+_INHERITED: list[sqlite3.Connection] = []
+_BACKENDS: weakref.WeakSet[SQLiteBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Give every backend a fresh lock: a parent thread may have held it at fork time."""
+    for backend in list(_BACKENDS):
+        backend._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _sql(template: str, count: int) -> str:
+    """The template with ``(...)`` replaced by ``count`` parameter marks."""
+    return template.replace("(...)", "(" + ", ".join("?" * count) + ")")
+
+
+def _busy_timeout(timeout: float, connection_kwargs: Mapping[str, Any] | None) -> float:
+    """The lock wait in seconds: ``busy_timeout`` if given, else ``timeout`` floored."""
+    options = dict(connection_kwargs or {})
+    unknown = sorted(set(options) - {"busy_timeout"})
+    if unknown:
+        raise ConfigError(
+            "the sqlite:// backend has no client settings except busy_timeout (seconds); "
+            f"unsupported connection_kwargs: {', '.join(unknown)}"
+        )
+    if "busy_timeout" not in options:
+        return max(float(timeout), MIN_BUSY_TIMEOUT)
+    value = options["busy_timeout"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ConfigError(f"busy_timeout must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _backend_error(operation: str, path: str, exc: Exception) -> BackendError:
+    """A BackendError naming the operation and the file."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
+        return BackendError(f"{path} is not an embmemo SQLite cache ({reason}); left untouched")
+    return BackendError(f"SQLite {operation} failed on {path}: {reason}")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction; the original error is the one worth reporting."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _needs_schema(conn: sqlite3.Connection, path: str) -> bool:
+    """Whether the file is empty (True) or a current embmemo cache (False); else raise."""
+    app_id: int = conn.execute("PRAGMA application_id").fetchone()[0]
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id == 0 and version == 0:
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise BackendError(
+                f"{path} is not an embmemo SQLite cache (it holds other tables); left untouched"
+            )
+        return True
+    if app_id != APPLICATION_ID:
+        raise BackendError(
+            f"{path} is not an embmemo SQLite cache (application id {app_id}); left untouched"
+        )
+    if version > SCHEMA_VERSION:
+        raise BackendError(
+            f"{path} has cache schema version {version}, newer than this embmemo reads "
+            f"({SCHEMA_VERSION}); upgrade embmemo or use another file"
+        )
+    return version < SCHEMA_VERSION
+
+
+class SQLiteBackend:
+    """``Backend`` over one SQLite file, shared safely by threads and processes.
+
+    One connection per backend, guarded by a lock: a cache batch takes milliseconds, so
+    the lock costs little, and it keeps ``close`` and fork handling simple. After
+    ``os.fork()`` the child opens its own connection on first use.
+
+    Args:
+        url: ``sqlite:///absolute/path/to/file.sqlite3``.
+        timeout: Seconds to wait for another writer's lock (at least 5).
+        connection_kwargs: Only ``busy_timeout`` (seconds), which overrides ``timeout``.
+
+    Construction touches no file; the first operation creates and opens it.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "sqlite" or parts.netloc or not parts.path.strip("/"):
+            raise ConfigError(f"a SQLite URL looks like sqlite:///path/to/file, got {url!r}")
+        self.url = url
+        self.path = parts.path
+        self._busy_timeout = _busy_timeout(timeout, connection_kwargs)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._writes = 0
+        self._last_purge = 0.0
+        _BACKENDS.add(self)
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.url!r})"
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection, opened on first use (call with the lock held)."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None
+        self._conn, self._pid = self._open(), os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        """Create the directory and file privately, connect, check or create the schema."""
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not os.path.exists(self.path):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            fresh = _needs_schema(conn, self.path)  # reads the header before anything writes
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if fresh:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if _needs_schema(conn, self.path):  # another process may have won
+                        for statement in _SCHEMA:
+                            conn.execute(statement)
+                    conn.execute("COMMIT")
+                finally:
+                    _rollback(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _session(self, operation: str, write: bool) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock; in one IMMEDIATE transaction when writing."""
+        with self._lock:
+            try:
+                conn = self._connection()
+            except (sqlite3.Error, OSError) as exc:
+                raise _backend_error("open", self.path, exc) from exc
+            try:
+                if not write:
+                    yield conn
+                    return
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                finally:
+                    _rollback(conn)
+            except (sqlite3.Error, OSError) as exc:
+                raise _backend_error(operation, self.path, exc) from exc
+
+    def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+        """See ``Backend.get_many``; expired rows read as missing."""
+        found: dict[str, bytes] = {}
+        slide: list[str] = []
+        now = time.time()
+        with self._session("read", write=False) as conn:
+            for chunk in chunks(keys, _KEYS_PER_STATEMENT):
+                sql = _sql(_SELECT_VALUES, len(chunk))
+                for key, value, ttl_ms in conn.execute(sql, (*chunk, now)):
+                    found[key] = value
+                    if ttl_ms is not None:
+                        slide.append(key)
+        if refresh_ttl and slide:
+            # A separate write transaction: upgrading a WAL read to a write can fail with
+            # SQLITE_BUSY without waiting, and reads of TTL-less entries need no lock at all.
+            with self._session("TTL refresh", write=True) as conn:
+                now = time.time()
+                for chunk in chunks(slide, _KEYS_PER_STATEMENT):
+                    conn.execute(_sql(_SLIDE, len(chunk)), (now, *chunk, now))
+        return [found.get(key) for key in keys]
+
+    def set_many(self, records: Sequence[Record]) -> None:
+        """See ``Backend.set_many``; the whole call is one transaction."""
+        if not records:
+            return
+        now = time.time()
+        rows = [
+            (key, value, now + ttl_ms / 1000 if ttl_ms else None, ttl_ms or None)
+            for key, value, ttl_ms in records
+        ]
+        with self._session("write", write=True) as conn:
+            conn.executemany(_UPSERT, rows)
+            self._writes += len(rows)
+            due = now - self._last_purge >= _PURGE_EVERY_SECONDS
+            if due or self._writes >= _PURGE_EVERY_WRITES:
+                conn.execute(_PURGE, (now, _PURGE_LIMIT))
+                self._writes, self._last_purge = 0, now
+
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        """See ``Backend.exists_many``."""
+        live: set[str] = set()
+        now = time.time()
+        with self._session("read", write=False) as conn:
+            for chunk in chunks(keys, _KEYS_PER_STATEMENT):
+                rows = conn.execute(_sql(_SELECT_LIVE, len(chunk)), (*chunk, now))
+                live.update(row[0] for row in rows)
+        return [key in live for key in keys]
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        """See ``Backend.delete_many``; counts live keys only (expired ones are purged later)."""
+        deleted = 0
+        now = time.time()
+        with self._session("delete", write=True) as conn:
+            for chunk in chunks(keys, _KEYS_PER_STATEMENT):
+                deleted += conn.execute(_sql(_DELETE_LIVE, len(chunk)), (*chunk, now)).rowcount
+        return deleted
+
+    def clear(self, namespace: str, scan_pattern: str) -> int:
+        """See ``Backend.clear``: only ``namespace:<64 lowercase hex>`` keys go."""
+        prefix = namespace + ":"
+        bounds = (prefix, namespace + chr(ord(":") + 1), len(prefix) + 64, len(prefix) + 1)
+        now = time.time()
+        with self._session("clear", write=True) as conn:
+            conn.execute(_CLEAR_EXPIRED, (*bounds, now))  # expired: uncounted
+            return conn.execute(_CLEAR, bounds).rowcount
+
+    def close(self) -> None:
+        """Close the connection. Idempotent; the next operation reopens."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            if self._pid != os.getpid():
+                _INHERITED.append(conn)
+                return
+            with suppress(sqlite3.Error):
+                conn.close()
+
+
+class AsyncSQLiteBackend:
+    """``AsyncBackend`` running one ``SQLiteBackend`` in worker threads.
+
+    Args:
+        url: ``sqlite:///absolute/path/to/file.sqlite3``.
+        timeout: Seconds to wait for another writer's lock (at least 5).
+        connection_kwargs: Only ``busy_timeout`` (seconds), which overrides ``timeout``.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        self._backend = SQLiteBackend(url, timeout=timeout, connection_kwargs=connection_kwargs)
+        self.url = self._backend.url
+
+    def __repr__(self) -> str:
+        return f"AsyncSQLiteBackend({self.url!r})"
+
+    async def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+        """See ``Backend.get_many``."""
+        return await asyncio.to_thread(self._backend.get_many, keys, refresh_ttl)
+
+    async def set_many(self, records: Sequence[Record]) -> None:
+        """See ``Backend.set_many``."""
+        await asyncio.to_thread(self._backend.set_many, records)
+
+    async def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        """See ``Backend.exists_many``."""
+        return await asyncio.to_thread(self._backend.exists_many, keys)
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """See ``Backend.delete_many``."""
+        return await asyncio.to_thread(self._backend.delete_many, keys)
+
+    async def clear(self, namespace: str, scan_pattern: str) -> int:
+        """See ``Backend.clear``."""
+        return await asyncio.to_thread(self._backend.clear, namespace, scan_pattern)
+
+    async def close(self) -> None:
+        """See ``Backend.close``."""
+        await asyncio.to_thread(self._backend.close)
