@@ -5,6 +5,7 @@ from __future__ import annotations
 from .cache import EmbeddingsCache
 from .codec import CacheEntry
 from .config import Settings
+from .decorator import CachedEmbeddingFunction, bypass, cached_embedding
 from .errors import (
     BackendError,
     ConfigError,
@@ -21,6 +22,7 @@ __all__ = [
     "BackendError",
     "CacheEntry",
     "CacheInfo",
+    "CachedEmbeddingFunction",
     "ConfigError",
     "EmbeddingOutputError",
     "EmbeddingsCache",
@@ -29,4 +31,6 @@ __all__ = [
     "InvalidTypeError",
     "Settings",
     "__version__",
+    "bypass",
+    "cached_embedding",
 ]

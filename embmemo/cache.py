@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from ._flight import Flights
 from .backends import (
     AsyncBackend,
     Backend,
@@ -22,6 +23,7 @@ from .backends import (
     open_backend,
     wrap_client,
 )
+from .breaker import CircuitBreaker
 from .codec import CacheEntry
 from .config import Settings, ttl_ms, ttl_seconds
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
@@ -34,6 +36,66 @@ if TYPE_CHECKING:
 Params = Mapping[str, object]
 _ITEM_FIELDS = frozenset({"text", "model_name", "embedding", "metadata", "ttl", "model_params"})
 _corrupt_log = RateLimitedLog()
+
+
+def _item_fields(item: object) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """(text, model_name, model_params, embedding, ttl, metadata) of one mset item."""
+    if not isinstance(item, Mapping):
+        raise InvalidTypeError(f"each item must be a dict, got {type(item).__name__}")
+    unknown = item.keys() - _ITEM_FIELDS
+    if unknown:
+        raise InvalidInputError(f"unknown field(s) {sorted(unknown)}")
+    for required in ("text", "model_name", "embedding"):
+        if required not in item:
+            raise InvalidInputError(f"missing field {required!r}")
+    return (item["text"], item["model_name"], item.get("model_params"), item["embedding"],
+            item.get("ttl"), item.get("metadata"))
+
+
+class _RecordEncoder:
+    """Validates and encodes records for one batch, reusing hash state per model."""
+
+    def __init__(self, prefix: str, dtype: Any) -> None:
+        self.prefix = prefix
+        self.dtype = dtype
+        self.now = time.time()
+        self._models: dict[tuple[str, Any], tuple[Any, bytes]] = {}
+
+    def _model(self, model_name: str, model_params: Params | None) -> tuple[Any, bytes]:
+        cache_key = (model_name, None if not model_params else id(model_params))
+        known = self._models.get(cache_key)
+        if known is None:
+            identity = model_identity(model_name, model_params)
+            known = (KeyScheme.hasher(identity), model_name.encode("utf-8", "surrogatepass"))
+            if not model_params:  # params dicts may be mutated between items: not cached
+                self._models[cache_key] = known
+        return known
+
+    def encode(
+        self,
+        text: Text,
+        model_name: str,
+        model_params: Params | None,
+        embedding: Any,
+        entry_ttl_ms: int | None,
+        metadata: object,
+        output_hint: int = 0,
+    ) -> Record:
+        """One validated, encoded record."""
+        hasher, model_bytes = self._model(model_name, model_params)
+        tag, text_bytes = encode_text(text)
+        vector, dimension = codec.vector_bytes(embedding, self.dtype)
+        h = hasher.copy()
+        h.update(tag)
+        h.update(len(text_bytes).to_bytes(8, "big"))
+        h.update(text_bytes)
+        digest = h.digest()
+        key = self.prefix + digest.hex()
+        value = codec.encode(
+            digest, tag == b"b", text_bytes, model_bytes, vector, dimension, self.dtype,
+            codec.metadata_json(metadata), entry_ttl_ms or 0, self.now, output_hint,
+        )
+        return Record(key, value, entry_ttl_ms)
 
 
 def _text_list(texts: object, what: str = "texts") -> Sequence[Text]:
@@ -103,6 +165,8 @@ class EmbeddingsCache:
         self._async_backend: AsyncBackend | None = None
         self._open_lock = threading.Lock()
         self._counters = Counters()
+        self._breaker = CircuitBreaker()  # the decorator's fail-open state, shared per cache
+        self._flights = Flights()  # the decorator's single-flight registry, per cache
 
     # -- configuration ------------------------------------------------------------------
 
@@ -167,56 +231,39 @@ class EmbeddingsCache:
         if not isinstance(items, (list, tuple)):
             raise InvalidTypeError(f"items must be a list of dicts, got {type(items).__name__}")
         default_ttl = ttl_seconds(batch_ttl) if batch_ttl is not None else self.ttl
-        now = time.time()
-        hashers: dict[tuple[str, bytes], Any] = {}
+        encoder = _RecordEncoder(self._scheme.prefix, self._dtype)
         keys: list[str] = []
         records: dict[str, Record] = {}  # one write per key: the last item for a key wins
         for index, item in enumerate(items):
             try:
-                key, record = self._record(item, default_ttl, now, hashers)
+                fields = _item_fields(item)
+                item_ttl = fields[4]
+                record = encoder.encode(
+                    *fields[:4], ttl_ms(ttl_seconds(item_ttl) if item_ttl is not None
+                                        else default_ttl), fields[5])
             except (InvalidInputError, InvalidTypeError) as exc:
                 raise type(exc)(f"items[{index}]: {exc}") from None
-            keys.append(key)
-            records.pop(key, None)
-            records[key] = record
+            keys.append(record.key)
+            records.pop(record.key, None)
+            records[record.key] = record
         return keys, list(records.values())
 
-    def _record(
+    def _computed_records(
         self,
-        item: Mapping[str, Any],
-        default_ttl: float | None,
-        now: float,
-        hashers: dict[tuple[str, bytes], Any],
-    ) -> tuple[str, Record]:
-        if not isinstance(item, Mapping):
-            raise InvalidTypeError(f"each item must be a dict, got {type(item).__name__}")
-        unknown = item.keys() - _ITEM_FIELDS
-        if unknown:
-            raise InvalidInputError(f"unknown field(s) {sorted(unknown)}")
-        for required in ("text", "model_name", "embedding"):
-            if required not in item:
-                raise InvalidInputError(f"missing field {required!r}")
-        model_name = item["model_name"]
-        identity = model_identity(model_name, item.get("model_params"))
-        tag, text_bytes = encode_text(item["text"])
-        vector, dimension = codec.vector_bytes(item["embedding"], self._dtype)
-        metadata = codec.metadata_json(item.get("metadata"))
-        item_ttl = item.get("ttl")
-        entry_ttl_ms = ttl_ms(ttl_seconds(item_ttl) if item_ttl is not None else default_ttl)
-        hasher = hashers.get((model_name, identity))
-        if hasher is None:
-            hasher = hashers[(model_name, identity)] = KeyScheme.hasher(identity)
-        h = hasher.copy()
-        h.update(tag)
-        h.update(len(text_bytes).to_bytes(8, "big"))
-        h.update(text_bytes)
-        digest = h.digest()
-        key = self._scheme.prefix + digest.hex()
-        value = codec.encode(
-            digest, tag == b"b", text_bytes, model_name.encode("utf-8", "surrogatepass"),
-            vector, dimension, self._dtype, metadata, entry_ttl_ms or 0, now,
-        )
-        return key, Record(key, value, entry_ttl_ms)
+        texts: Sequence[Text],
+        model_name: str,
+        model_params: Params | None,
+        rows: Sequence[Any],
+        ttl: float | None,
+        output_hint: int,
+    ) -> list[Record]:
+        """Records for embeddings a decorated function just computed (already checked)."""
+        encoder = _RecordEncoder(self._scheme.prefix, self._dtype)
+        entry_ttl_ms = ttl_ms(ttl if ttl is not None else self.ttl)
+        return [
+            encoder.encode(text, model_name, model_params, row, entry_ttl_ms, None, output_hint)
+            for text, row in zip(texts, rows)
+        ]
 
     @staticmethod
     def _single_item(

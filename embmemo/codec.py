@@ -13,7 +13,8 @@ One stored value per entry, self-describing and verified on every read::
     16     4    text length in bytes
     20     4    model name length in bytes
     24     4    metadata JSON length in bytes
-    28     4    reserved, 0
+    28     2    output hint: how the embed function returned it (see embmemo._batch)
+    30     2    reserved, 0
     32     8    TTL the entry was written with, in ms (0: none); read by the refresh script
     40     8    inserted_at, unix seconds (float64)
     48     32   SHA-256 digest of the key this value belongs to
@@ -41,9 +42,9 @@ from .keys import Text
 
 MAGIC = b"EMBM"
 FORMAT_VERSION = 1
-HEADER = struct.Struct("<4sIBBBxIIII4xQd32s")
+HEADER = struct.Struct("<4sIBBBxIIIIH2xQd32s")
 HEADER_SIZE = HEADER.size
-_HEADER_TAIL = struct.Struct("<BBBxIIII4xQd32s")  # HEADER after magic and CRC, for packing
+_HEADER_TAIL = struct.Struct("<BBBxIIIIH2xQd32s")  # HEADER after magic and CRC, for packing
 _CRC_END = 8
 TTL_OFFSET = 32
 MAX_TTL_MS = 2**47
@@ -78,7 +79,7 @@ class CacheEntry(Mapping[str, Any]):
         ttl: The time to live the entry was written with, in seconds, or None.
     """
 
-    __slots__ = _FIELDS
+    __slots__ = (*_FIELDS, "output_hint")
 
     entry_id: str
     key: str
@@ -88,6 +89,8 @@ class CacheEntry(Mapping[str, Any]):
     metadata: dict[str, Any] | None
     inserted_at: float
     ttl: float | None
+    output_hint: int
+    """How the decorated function that computed it returned it (0: not known)."""
 
     def __init__(
         self,
@@ -99,6 +102,7 @@ class CacheEntry(Mapping[str, Any]):
         metadata: dict[str, Any] | None,
         inserted_at: float,
         ttl: float | None,
+        output_hint: int = 0,
     ) -> None:
         self.entry_id = entry_id
         self.key = key
@@ -108,6 +112,7 @@ class CacheEntry(Mapping[str, Any]):
         self.metadata = metadata
         self.inserted_at = inserted_at
         self.ttl = ttl
+        self.output_hint = output_hint
 
     def __getitem__(self, field: str) -> Any:
         if field not in _FIELDS:
@@ -222,6 +227,7 @@ def encode(
     metadata: bytes,
     ttl_ms: int,
     inserted_at: float,
+    output_hint: int = 0,
 ) -> bytes:
     """Build one record from already-validated parts."""
     flags = (_FLAG_BYTES_TEXT if text_tag_is_bytes else 0) | (_FLAG_METADATA if metadata else 0)
@@ -233,6 +239,7 @@ def encode(
         len(text),
         len(model),
         len(metadata),
+        output_hint,
         ttl_ms,
         inserted_at,
         digest,
@@ -260,7 +267,7 @@ def decode(
     if len(value) < HEADER_SIZE:
         return None
     (magic, crc, version, dtype_code, flags, dim, text_len, model_len, meta_len,
-     ttl_ms, inserted_at, stored_digest) = HEADER.unpack_from(value)
+     output_hint, ttl_ms, inserted_at, stored_digest) = HEADER.unpack_from(value)
     if magic != MAGIC or version != FORMAT_VERSION or stored_digest != digest or dim == 0:
         return None
     if zlib.crc32(memoryview(value)[_CRC_END:]) != crc:
@@ -289,5 +296,5 @@ def decode(
     embedding = np.frombuffer(value, dtype, dim, HEADER_SIZE)
     return CacheEntry(
         key[-64:], key, text, model, embedding, metadata, inserted_at,
-        ttl_ms / 1000 if ttl_ms else None,
+        ttl_ms / 1000 if ttl_ms else None, output_hint,
     )

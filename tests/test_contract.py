@@ -14,7 +14,7 @@ from embmemo import CacheEntry, EmbeddingsCache, InvalidInputError, InvalidTypeE
 from embmemo.backends import Record
 from embmemo.errors import EmbmemoError
 
-BACKENDS = ["memory", "redis"]
+BACKENDS = ["memory", "sqlite", "redis"]
 MODEL = "test/model-v1"
 
 

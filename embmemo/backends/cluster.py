@@ -2,21 +2,24 @@
 
 Entry keys hash to all 16384 slots, and a cluster refuses a multi-key command whose keys
 live in different slots (CROSSSLOT). So a batch is split by slot: one MGET (plus the TTL
-refresh script), UNLINK, or per-key SET/EXISTS, each addressed to the primary owning the
-slot. Every node's share is written before any reply is read (the async client runs the
-nodes concurrently), so a batch costs about one round trip, not one per slot or per node.
-Whatever a node redirects (MOVED, ASK, ...) is re-sent through redis-py's cluster
-pipeline, which follows redirections and refreshes the slot map. Settings, chunking, the
-refresh script and secret scrubbing are the standalone backend's.
+refresh script) or UNLINK per slot, one SET or EXISTS per key, each addressed to the
+primary that owns the slot. Every node's share is written before any reply is read (the
+async client runs the nodes concurrently), so a batch costs about one round trip, not one
+per slot or per node. What a node redirects (MOVED, ASK, ...) is re-sent through
+redis-py's cluster pipeline, which follows redirections and refreshes the slot map.
+
+Each operation is written once, as a plan: a generator that yields command batches and
+receives their replies; the sync and async backends differ only in how they send. The
+settings, chunking, refresh script and secret scrubbing are the standalone backend's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio.cluster as aiocluster
@@ -35,7 +38,7 @@ from redis.exceptions import (
 from redis.retry import Retry as SyncRetry
 
 from ..errors import BackendError, ConfigError
-from ._limits import MAX_KEYS_PER_CHUNK, chunks, record_chunks
+from ._limits import MAX_KEYS_PER_CHUNK, ReadChunker, chunks, record_chunks
 from .base import Record
 from .redis import (
     _SCAN_COUNT,
@@ -48,8 +51,18 @@ from .redis import (
     client_kwargs,
 )
 
+T = TypeVar("T")
 Command = tuple[tuple[Any, ...], Any]
 """A command's arguments and the cluster node it goes to."""
+Plan = Generator[list[Command], list[Any], T]
+"""An operation: yields command batches, receives their replies (errors as values)."""
+
+try:  # hiredis packs a command several times faster than redis-py's generic path
+    import hiredis  # type: ignore[import-not-found, unused-ignore]
+
+    _pack: Callable[[tuple[Any, ...]], bytes] | None = hiredis.pack_command
+except ImportError:  # pragma: no cover - hiredis is optional
+    _pack = None
 
 _REROUTE = (AskError, TryAgainError, ClusterDownError, ConnectionError)  # AskError: MOVED too
 
@@ -77,36 +90,28 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, settings
 
 
+# -- plans: pure, no I/O ------------------------------------------------------------------
+
+def _owners(client: Any, slots: Iterable[int]) -> list[Any]:
+    """The primary serving each slot, read off redis-py's slot table (no lock per slot)."""
+    table, lookup = client.nodes_manager.slots_cache, client.nodes_manager.get_node_from_slot
+    return [table[slot][0] if table.get(slot) else lookup(slot) for slot in slots]
+
+
 def _per_slot(client: Any, keys: Sequence[Any], name: str) -> tuple[list[list[int]], list[Command]]:
     """Input positions grouped by hash slot, and one ``name key...`` per group."""
     groups: dict[int, list[int]] = {}
     for index, key in enumerate(keys):
         groups.setdefault(client.keyslot(key), []).append(index)
-    node = client.nodes_manager.get_node_from_slot
-    commands = [((name, *(keys[i] for i in group)), node(slot)) for slot, group in groups.items()]
+    commands = [((name, *[keys[i] for i in group]), node)
+                for group, node in zip(groups.values(), _owners(client, groups), strict=True)]
     return list(groups.values()), commands
 
 
-def _read_commands(client: Any, keys: Sequence[str], refresh_ttl: bool) -> tuple[
-    list[list[int]], list[Command]
-]:
-    """Per slot an MGET, then (same node, same batch) the TTL refresh of the same keys."""
-    groups, commands = _per_slot(client, keys, "MGET")
-    if refresh_ttl:
-        commands += [(("EVALSHA", REFRESH_TTL_SHA, len(args) - 1, *args[1:]), node)
-                     for args, node in commands]
-    return groups, commands
-
-
-def _per_key(client: Any, keys: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> list[Command]:
-    node = client.nodes_manager.get_node_from_slot
-    return [(args, node(client.keyslot(key))) for key, args in zip(keys, rows, strict=True)]
-
-
-def _set_commands(client: Any, records: Sequence[Record]) -> list[Command]:
-    rows = [("SET", key, value, *(("PX", ttl) if ttl is not None else ()))
-            for key, value, ttl in records]
-    return _per_key(client, [r.key for r in records], rows)
+def _per_key(client: Any, rows: Sequence[tuple[Any, ...]]) -> list[Command]:
+    """Single-key commands (the key is the second argument), each to its slot's primary."""
+    nodes = _owners(client, [client.keyslot(args[1]) for args in rows])
+    return list(zip(rows, nodes, strict=True))
 
 
 def _checked(replies: Sequence[Any]) -> Sequence[Any]:
@@ -116,20 +121,69 @@ def _checked(replies: Sequence[Any]) -> Sequence[Any]:
     return replies
 
 
-def _in_input_order(count: int, groups: list[list[int]], replies: Sequence[Any]) -> list[Any]:
-    out: list[Any] = [None] * count
-    for group, values in zip(groups, _checked(replies), strict=True):
-        for index, value in zip(group, values, strict=True):
-            out[index] = value
+def _read_plan(client: Any, keys: Sequence[str], refresh: bool, chunker: ReadChunker) -> Plan[
+    list[bytes | None]
+]:
+    out: list[bytes | None] = [None] * len(keys)
+    start = 0
+    while start < len(keys):
+        chunk = keys[start:start + chunker.size()]
+        groups, reads = _per_slot(client, chunk, "MGET")
+        # Same node, same batch, right after the MGET: the refresh costs no round trip.
+        refreshes = [(("EVALSHA", REFRESH_TTL_SHA, len(args) - 1, *args[1:]), node)
+                     for args, node in reads] if refresh else []
+        replies = yield reads + refreshes
+        if any(isinstance(reply, NoScriptError) for reply in replies[len(reads):]):
+            load = ("SCRIPT", "LOAD", REFRESH_TTL_SCRIPT)  # a node new to the script
+            _checked((yield [(load, node) for node in client.get_primaries()]))
+            replies[len(reads):] = yield refreshes
+        for group, values in zip(groups, _checked(replies)[:len(reads)], strict=True):
+            for index, value in zip(group, values, strict=True):
+                out[start + index] = value
+        chunker.observe(out[start:start + len(chunk)])
+        start += len(chunk)
     return out
 
 
-def _needs_script(replies: Sequence[Any]) -> bool:
-    return any(isinstance(reply, NoScriptError) for reply in replies)
+def _write_plan(client: Any, records: Sequence[Record], max_value_bytes: int) -> Plan[None]:
+    for chunk in record_chunks(records, max_value_bytes):  # refuses oversize values first
+        rows = [("SET", key, value, *(("PX", ttl) if ttl is not None else ()))
+                for key, value, ttl in chunk]
+        _checked((yield _per_key(client, rows)))
 
+
+def _exists_plan(client: Any, keys: Sequence[str]) -> Plan[list[bool]]:
+    out: list[bool] = []
+    for chunk in chunks(keys, MAX_KEYS_PER_CHUNK):
+        out += [bool(n) for n in _checked((yield _per_key(client, [("EXISTS", k) for k in chunk])))]
+    return out
+
+
+def _delete_plan(client: Any, keys: Sequence[Any]) -> Plan[int]:
+    deleted = 0
+    for chunk in chunks(keys, _UNLINK_BATCH):
+        deleted += sum(_checked((yield _per_slot(client, chunk, "UNLINK")[1])))
+    return deleted
+
+
+def _clear_plan(client: Any, scan_pattern: str) -> Plan[int]:
+    """SCAN MATCH on every primary at once, round after round, UNLINKing what each finds."""
+    deleted = 0
+    cursors = [(node, 0) for node in client.get_primaries()]
+    while cursors:
+        replies = yield [(("SCAN", cursor, "MATCH", scan_pattern, "COUNT", _SCAN_COUNT), node)
+                         for node, cursor in cursors]
+        nodes = [node for node, _ in cursors]
+        cursors = [(node, int(cursor)) for node, (cursor, _) in
+                   zip(nodes, _checked(replies), strict=True) if int(cursor)]
+        deleted += yield from _delete_plan(client, [key for _, keys in replies for key in keys])
+    return deleted
+
+
+# -- sending --------------------------------------------------------------------------------
 
 def _read_node(connection: Any, indices: Sequence[int], replies: list[Any]) -> None:
-    """Read one node's replies; errors become replies (a broken connection: all the rest)."""
+    """One node's replies; errors become replies (a broken connection: all the rest)."""
     for position, index in enumerate(indices):
         try:
             replies[index] = connection.read_response()
@@ -143,7 +197,7 @@ def _read_node(connection: Any, indices: Sequence[int], replies: list[Any]) -> N
 
 
 def _send(client: Any, commands: Sequence[Command]) -> list[Any]:
-    """All commands, every node's written before any reply is read; replies in order."""
+    """Write every node's commands, then read every reply; redirected ones go again."""
     by_node: dict[str, tuple[Any, list[int]]] = {}
     for index, (_, node) in enumerate(commands):
         by_node.setdefault(node.name, (node, []))[1].append(index)
@@ -159,8 +213,9 @@ def _send(client: Any, commands: Sequence[Command]) -> list[Any]:
                     replies[index] = exc
                 continue
             taken.append((pool, connection, indices))
+            batch = [commands[i][0] for i in indices]
             connection.send_packed_command(
-                connection.pack_commands([commands[i][0] for i in indices]))
+                [b"".join(map(_pack, batch))] if _pack else connection.pack_commands(batch))
         for _, connection, indices in taken:
             _read_node(connection, indices, replies)
     except BaseException:
@@ -170,12 +225,12 @@ def _send(client: Any, commands: Sequence[Command]) -> list[Any]:
     finally:
         for pool, connection, _ in taken:
             pool.release(connection)
-    retry = [i for i, reply in enumerate(replies) if isinstance(reply, _REROUTE)]
-    if retry:  # routed by key this time, with redis-py's redirection handling
+    again = [i for i, reply in enumerate(replies) if isinstance(reply, _REROUTE)]
+    if again:  # routed by key this time, following redirections
         pipe = client.pipeline()
-        for index in retry:
+        for index in again:
             pipe.execute_command(*commands[index][0])
-        for index, reply in zip(retry, pipe.execute(raise_on_error=False), strict=True):
+        for index, reply in zip(again, pipe.execute(raise_on_error=False), strict=True):
             replies[index] = reply
     return replies
 
@@ -184,7 +239,12 @@ class _ClusterBase(_RedisBase):
     """Settings, secrets and error wrapping shared by the sync and async cluster backends."""
 
     def __init__(
-        self, url: str, client: Any, timeout: float, connection_kwargs: Mapping[str, Any] | None
+        self,
+        url: str,
+        client: Any = None,
+        *,
+        timeout: float = 1.0,
+        connection_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         nodes, settings = parse_cluster_url(url) if client is None else ([], {})
         super().__init__(url, None, client_kwargs(timeout, {**settings,
@@ -200,6 +260,7 @@ class _ClusterBase(_RedisBase):
         self._nodes = nodes
         self._client = client
         self._owns_client = client is None
+        self._bound_to: tuple[int, asyncio.AbstractEventLoop] | None = None  # async only
 
     @contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
@@ -212,7 +273,7 @@ class _ClusterBase(_RedisBase):
     def _new_client(self, module: Any, retry_class: Any) -> Any:
         kwargs = dict(self._kwargs)
         _retry(kwargs, retry_class)  # bounds the cluster client's own retries
-        kwargs.pop("pool_timeout", None)  # node pools do not block waiting for a connection
+        kwargs.pop("pool_timeout", None)  # node pools do not wait for a free connection
         nodes = [module.ClusterNode(host, port) for host, port in self._nodes]
         try:
             return module.RedisCluster(startup_nodes=nodes, **kwargs)
@@ -221,78 +282,35 @@ class _ClusterBase(_RedisBase):
 
 
 class ClusterBackend(_ClusterBase):
-    """Synchronous ``Backend`` over ``redis.cluster.RedisCluster``."""
+    """Synchronous ``Backend`` over ``redis.cluster.RedisCluster``; a given client is left open."""
 
-    def __init__(
-        self,
-        url: str,
-        client: cluster.RedisCluster | None = None,
-        *,
-        timeout: float = 1.0,
-        connection_kwargs: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(url, client, timeout, connection_kwargs)
-
-    def _cluster(self) -> Any:
-        if self._client is None:
-            with self._errors("connect"):  # the sync client maps the cluster right away
+    def _run(self, operation: str, make_plan: Callable[..., Plan[T]], *args: Any) -> T:
+        with self._errors(operation):
+            if self._client is None:  # the sync client maps the cluster right away
                 self._client = self._new_client(cluster, SyncRetry)
-        return self._client
+            plan = make_plan(self._client, *args)
+            try:
+                commands = next(plan)
+                while True:
+                    commands = plan.send(_send(self._client, commands))
+            except StopIteration as done:
+                result: T = done.value
+                return result
 
     def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
-        client = self._cluster()
-        out: list[bytes | None] = []
-        with self._errors("read"):
-            for chunk in chunks(keys, self._read_chunker.size()):
-                groups, commands = _read_commands(client, chunk, refresh_ttl)
-                replies = _send(client, commands)
-                reads, refreshes = replies[:len(groups)], replies[len(groups):]
-                if _needs_script(refreshes):  # a node that has not seen the script yet
-                    client.script_load(REFRESH_TTL_SCRIPT)  # goes to every primary
-                    refreshes = _send(client, commands[len(groups):])
-                _checked(refreshes)
-                values = _in_input_order(len(chunk), groups, reads)
-                self._read_chunker.observe(values)
-                out.extend(values)
-        return out
+        return self._run("read", _read_plan, keys, refresh_ttl, self._read_chunker)
 
     def set_many(self, records: Sequence[Record]) -> None:
-        client = self._cluster()
-        with self._errors("write"):
-            for chunk in record_chunks(records, self.max_value_bytes):
-                _checked(_send(client, _set_commands(client, chunk)))
+        self._run("write", _write_plan, records, self.max_value_bytes)
 
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
-        client = self._cluster()
-        out: list[bool] = []
-        with self._errors("exists"):
-            for chunk in chunks(keys, MAX_KEYS_PER_CHUNK):
-                commands = _per_key(client, chunk, [("EXISTS", key) for key in chunk])
-                out.extend(bool(n) for n in _checked(_send(client, commands)))
-        return out
-
-    def _unlink(self, client: Any, keys: Sequence[Any]) -> int:
-        return sum(_checked(_send(client, _per_slot(client, keys, "UNLINK")[1])))
+        return self._run("exists", _exists_plan, keys)
 
     def delete_many(self, keys: Sequence[str]) -> int:
-        client = self._cluster()
-        with self._errors("delete"):
-            return sum(self._unlink(client, chunk) for chunk in chunks(keys, _UNLINK_BATCH))
+        return self._run("delete", _delete_plan, keys)
 
     def clear(self, namespace: str, scan_pattern: str) -> int:
-        client = self._cluster()
-        deleted = 0
-        batch: list[bytes] = []
-        with self._errors("clear"):
-            for key in client.scan_iter(match=scan_pattern, count=_SCAN_COUNT,
-                                        target_nodes=client.PRIMARIES):
-                batch.append(key)
-                if len(batch) >= _UNLINK_BATCH:
-                    deleted += self._unlink(client, batch)
-                    batch = []
-            if batch:
-                deleted += self._unlink(client, batch)
-        return deleted
+        return self._run("clear", _clear_plan, scan_pattern)
 
     def close(self) -> None:
         if self._client is not None and self._owns_client:
@@ -305,91 +323,42 @@ class AsyncClusterBackend(_ClusterBase):
 
     An owned client is bound to the event loop (and process) that created it; a call
     from another loop, or after a fork, gets a fresh client instead of a hung socket.
+    A given client is the caller's: used as is, never closed.
     """
 
-    def __init__(
-        self,
-        url: str,
-        client: aiocluster.RedisCluster | None = None,
-        *,
-        timeout: float = 1.0,
-        connection_kwargs: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(url, client, timeout, connection_kwargs)
-        self._bound_to: tuple[int, asyncio.AbstractEventLoop] | None = None
-
-    async def _cluster(self) -> Any:
+    async def _run(self, operation: str, make_plan: Callable[..., Plan[T]], *args: Any) -> T:
         owner = (os.getpid(), asyncio.get_running_loop())
-        with self._errors("connect"):
+        with self._errors(operation):
             if self._owns_client and (self._client is None or self._bound_to != owner):
                 self._client = self._new_client(aiocluster, AsyncRetry)
                 self._bound_to = owner
-            return await self._client.initialize()  # the slot map; a no-op once known
-
-    async def _send(self, client: Any, commands: Sequence[Command]) -> list[Any]:
-        """The cluster pipeline runs the nodes' batches concurrently and follows redirections."""
-        pipe = client.pipeline()
-        for args, node in commands:
-            pipe.execute_command(*args, target_nodes=node)
-        return list(await pipe.execute(raise_on_error=False))
+            client = await self._client.initialize()  # the slot map; a no-op once known
+            plan = make_plan(client, *args)
+            try:
+                commands = next(plan)
+                while True:  # the cluster pipeline runs the nodes concurrently
+                    pipe = client.pipeline()
+                    for command, node in commands:
+                        pipe.execute_command(*command, target_nodes=node)
+                    commands = plan.send(list(await pipe.execute(raise_on_error=False)))
+            except StopIteration as done:
+                result: T = done.value
+                return result
 
     async def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
-        client = await self._cluster()
-        out: list[bytes | None] = []
-        with self._errors("read"):
-            for chunk in chunks(keys, self._read_chunker.size()):
-                groups, commands = _read_commands(client, chunk, refresh_ttl)
-                replies = await self._send(client, commands)
-                reads, refreshes = replies[:len(groups)], replies[len(groups):]
-                if _needs_script(refreshes):
-                    await client.script_load(REFRESH_TTL_SCRIPT)
-                    refreshes = await self._send(client, commands[len(groups):])
-                _checked(refreshes)
-                values = _in_input_order(len(chunk), groups, reads)
-                self._read_chunker.observe(values)
-                out.extend(values)
-        return out
+        return await self._run("read", _read_plan, keys, refresh_ttl, self._read_chunker)
 
     async def set_many(self, records: Sequence[Record]) -> None:
-        client = await self._cluster()
-        with self._errors("write"):
-            for chunk in record_chunks(records, self.max_value_bytes):
-                _checked(await self._send(client, _set_commands(client, chunk)))
+        await self._run("write", _write_plan, records, self.max_value_bytes)
 
     async def exists_many(self, keys: Sequence[str]) -> list[bool]:
-        client = await self._cluster()
-        out: list[bool] = []
-        with self._errors("exists"):
-            for chunk in chunks(keys, MAX_KEYS_PER_CHUNK):
-                commands = _per_key(client, chunk, [("EXISTS", key) for key in chunk])
-                out.extend(bool(n) for n in _checked(await self._send(client, commands)))
-        return out
-
-    async def _unlink(self, client: Any, keys: Sequence[Any]) -> int:
-        return sum(_checked(await self._send(client, _per_slot(client, keys, "UNLINK")[1])))
+        return await self._run("exists", _exists_plan, keys)
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        client = await self._cluster()
-        deleted = 0
-        with self._errors("delete"):
-            for chunk in chunks(keys, _UNLINK_BATCH):
-                deleted += await self._unlink(client, chunk)
-        return deleted
+        return await self._run("delete", _delete_plan, keys)
 
     async def clear(self, namespace: str, scan_pattern: str) -> int:
-        client = await self._cluster()
-        deleted = 0
-        batch: list[bytes] = []
-        with self._errors("clear"):
-            async for key in client.scan_iter(match=scan_pattern, count=_SCAN_COUNT,
-                                              target_nodes=client.PRIMARIES):
-                batch.append(key)
-                if len(batch) >= _UNLINK_BATCH:
-                    deleted += await self._unlink(client, batch)
-                    batch = []
-            if batch:
-                deleted += await self._unlink(client, batch)
-        return deleted
+        return await self._run("clear", _clear_plan, scan_pattern)
 
     async def close(self) -> None:
         if self._client is not None and self._owns_client:
