@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import numpy.typing as npt
+
 from . import codec
 from ._flight import Flights
 from .backends import (
@@ -188,7 +190,7 @@ class EmbeddingsCache:
     @property
     def dtype(self) -> str:
         """The storage dtype name."""
-        return self._dtype.name
+        return str(self._dtype.name)
 
     @property
     def refresh_ttl_on_read(self) -> bool:
@@ -253,7 +255,7 @@ class EmbeddingsCache:
         texts: Sequence[Text],
         model_name: str,
         model_params: Params | None,
-        rows: Sequence[Any],
+        rows: Sequence[Any] | npt.NDArray[Any],
         ttl: float | None,
         output_hint: int,
     ) -> list[Record]:

@@ -87,21 +87,22 @@ def url_scheme(url: str) -> str:
     return scheme
 
 
-def user_cache_dir() -> Path:
+def user_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """The platform's per-user cache directory for embmemo."""
+    env = os.environ if env is None else env
     if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        base = Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
         return base / "embmemo" / "Cache"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "embmemo"
-    xdg = os.environ.get("XDG_CACHE_HOME")
+    xdg = env.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "embmemo"
 
 
-def default_url() -> str:
+def default_url(env: Mapping[str, str] | None = None) -> str:
     """The embedded SQLite file in the user cache directory."""
-    return "sqlite:///" + str(user_cache_dir() / "embmemo.sqlite3").lstrip("/")
+    return "sqlite:///" + str(user_cache_dir(env) / "embmemo.sqlite3").lstrip("/")
 
 
 def _env_bool(env: Mapping[str, str], var: str, default: bool) -> bool:
@@ -168,7 +169,7 @@ class Settings:
         env = os.environ if env is None else env
         if url is not None and not isinstance(url, str):
             raise InvalidTypeError(f"url must be a str, got {type(url).__name__}")
-        resolved_url = url or env.get("EMBMEMO_URL") or default_url()
+        resolved_url = url or env.get("EMBMEMO_URL") or default_url(env)
         try:
             url_scheme(resolved_url)
         except ConfigError as exc:

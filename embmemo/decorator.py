@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +22,7 @@ import wrapt
 
 from . import _batch
 from ._batch import DEFAULT_FORM, BatchPlan, OutputForm
-from ._flight import Flight, Flights
+from ._flight import Flight
 from .backends import Record
 from .cache import EmbeddingsCache
 from .config import Settings, ttl_seconds
@@ -31,7 +31,9 @@ from .keys import Text, UncanonicalValueError, canonical_params
 from .stats import CacheInfo, Counters, RateLimitedLog
 
 if TYPE_CHECKING:
-    from typing_extensions import Concatenate, ParamSpec, Self
+    from typing import Concatenate
+
+    from typing_extensions import ParamSpec, Self
 
     P = ParamSpec("P")
     P2 = ParamSpec("P2")
@@ -61,10 +63,13 @@ def bypass() -> Iterator[None]:
         _bypassed.reset(token)
 
 
-class CachedEmbeddingFunction(Protocol[P, R_co]):  # type: ignore[misc]
+class CachedEmbeddingFunction(Protocol[P, R_co]):
     """What ``@cached_embedding`` returns: the function, same signature, plus controls."""
 
-    __wrapped__: Callable[P, R_co]
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]:
+        """The undecorated function."""
+        ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
@@ -72,7 +77,7 @@ class CachedEmbeddingFunction(Protocol[P, R_co]):  # type: ignore[misc]
     def __get__(self, instance: None, owner: Any) -> Self: ...
     @overload
     def __get__(
-        self: CachedEmbeddingFunction[Concatenate[S, P2], R],  # type: ignore[type-var]
+        self: CachedEmbeddingFunction[Concatenate[S, P2], R],
         instance: S,
         owner: Any,
     ) -> CachedEmbeddingFunction[P2, R]: ...
@@ -146,8 +151,7 @@ def cached_embedding(
         memo = _Memoizer(function, cache, model, write_ttl, tuple(ignore), text_arg,
                          batch_size, settings)
         wrapper = memo.call_async if memo.is_async else memo.call_sync
-        cached: CachedEmbeddingFunction[P, R] = _CachedEmbedding(function, wrapper, memo)
-        return cached
+        return cast("CachedEmbeddingFunction[P, R]", _CachedEmbedding(function, wrapper, memo))
 
     return decorate
 
@@ -265,6 +269,7 @@ class _Memoizer:
             return None
         bound.apply_defaults()
         value = bound.arguments[spec.text_arg]
+        texts: Sequence[Text]
         if isinstance(value, (str, bytes)):
             single, texts = True, [value]
         elif isinstance(value, (list, tuple)):
@@ -561,13 +566,20 @@ def _is_async(function: Any) -> bool:
     target = inspect.unwrap(function)
     if inspect.iscoroutinefunction(target):
         return True
-    if not inspect.isfunction(target) and not inspect.ismethod(target):
-        call = getattr(type(target), "__call__", None)
-        return call is not None and inspect.iscoroutinefunction(inspect.unwrap(call))
+    if not inspect.isfunction(target) and not inspect.ismethod(target) and callable(target):
+        return inspect.iscoroutinefunction(inspect.unwrap(type(target).__call__))
     return False
 
 
-class _BoundCachedEmbedding(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+if TYPE_CHECKING:  # wrapt 2 types its wrappers as generics; wrapt 1 cannot subscript them
+    _FunctionWrapper = wrapt.FunctionWrapper[Any, Any]
+    _BoundFunctionWrapper = wrapt.BoundFunctionWrapper[Any, Any]
+else:
+    _FunctionWrapper = wrapt.FunctionWrapper
+    _BoundFunctionWrapper = wrapt.BoundFunctionWrapper
+
+
+class _BoundCachedEmbedding(_BoundFunctionWrapper):
     """The decorated function bound to an instance or class: same controls."""
 
     @property
@@ -581,7 +593,7 @@ class _BoundCachedEmbedding(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
         self._self_parent.cache_clear()
 
 
-class _CachedEmbedding(wrapt.FunctionWrapper, Generic[P, R]):  # type: ignore[misc]
+class _CachedEmbedding(_FunctionWrapper):
     """The decorated function: a transparent wrapt proxy with cache controls."""
 
     __bound_function_wrapper__ = _BoundCachedEmbedding

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from .errors import InvalidInputError, InvalidTypeError
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 KEY_SCHEMA_VERSION = 1
 DIGEST_HEX_LENGTH = 64
 
-Text = Union[str, bytes]
+Text = str | bytes
 """What can be embedded and cached: text, or raw bytes (for example an image)."""
 
 _DOMAIN = b"embmemo-key\x00"

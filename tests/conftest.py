@@ -7,14 +7,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from servers import RedisClusterProcesses, RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(autouse=True)
-def _no_embmemo_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _no_embmemo_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Tests never see the developer's EMBMEMO_* settings or their real cache directory."""
     for var in list(os.environ):
         if var.startswith("EMBMEMO_") and not var.startswith("EMBMEMO_TEST_"):

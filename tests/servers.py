@@ -74,7 +74,11 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.process = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def client(self, **kwargs: object) -> redis.Redis:

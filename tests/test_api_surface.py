@@ -59,7 +59,9 @@ def test_all_is_sorted_and_importable() -> None:
 
 def test_no_code_execution_from_stored_data() -> None:
     package = Path(embmemo.__file__).parent
-    forbidden = re.compile(r"\b(pickle|marshal|shelve|dill|eval|exec)\b\s*[.(]|import (pickle|marshal)")
+    forbidden = re.compile(
+        r"\b(pickle|marshal|shelve|dill|eval|exec)\b\s*[.(]|import (pickle|marshal)"
+    )
     for path in package.rglob("*.py"):
         source = path.read_text()
         assert not forbidden.search(source), f"{path} uses unsafe deserialization"

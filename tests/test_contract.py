@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
-
 from contract import Api
+
 from embmemo import CacheEntry, EmbeddingsCache, InvalidInputError, InvalidTypeError
 from embmemo.backends import Record
 from embmemo.errors import EmbmemoError
 
-BACKENDS = ["memory", "sqlite", "redis"]
+BACKENDS = ["memory", "sqlite", "redis", "cluster"]
 MODEL = "test/model-v1"
 
 

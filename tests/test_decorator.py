@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from servers import RedisServer
 
 from embmemo import (
     BackendError,
@@ -22,7 +23,6 @@ from embmemo import (
     bypass,
     cached_embedding,
 )
-from servers import RedisServer
 
 DIM = 6
 
@@ -52,7 +52,7 @@ class Recorder:
         return out
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "cluster"])
 def make_cache(request: pytest.FixtureRequest, namespace: str, tmp_path: Path
                ) -> Callable[..., EmbeddingsCache]:
     if request.param == "memory":
@@ -60,7 +60,8 @@ def make_cache(request: pytest.FixtureRequest, namespace: str, tmp_path: Path
     elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/decorator.sqlite3"
     else:
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue("cluster_url" if request.param == "cluster"
+                                      else "redis_url")
     caches: list[EmbeddingsCache] = []
 
     def make(**kwargs: object) -> EmbeddingsCache:
@@ -80,7 +81,9 @@ def cache(make_cache: Callable[..., EmbeddingsCache]) -> EmbeddingsCache:
     return make_cache()
 
 
-def st_style(cache: EmbeddingsCache, recorder: Recorder, **options: object) -> Callable[..., object]:
+def st_style(
+    cache: EmbeddingsCache, recorder: Recorder, **options: object
+) -> Callable[..., object]:
     """A sentence-transformers-like function: str -> 1-D array, list -> 2-D array."""
 
     @cached_embedding(model="st-model", cache=cache, **options)  # type: ignore[arg-type]
@@ -399,7 +402,7 @@ def test_threads_and_tasks_compute_each_text_once(cache: EmbeddingsCache) -> Non
                 chosen = list(rng.choice(texts, size=8))
                 result = embed(chosen)
                 np.testing.assert_array_equal(result, np.stack([vector_for(t) for t in chosen]))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]

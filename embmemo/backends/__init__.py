@@ -89,7 +89,8 @@ def describe_client(client: Any) -> str:
     kwargs = getattr(pool, "connection_kwargs", {}) if pool is not None else {}
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
 
 
 def wrap_client(

@@ -1,0 +1,118 @@
+"""Settings: arguments > EMBMEMO_* > defaults, and the zero-setup embedded default."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from embmemo import ConfigError, EmbeddingsCache, Settings, cached_embedding
+from embmemo.config import ENV_VARS, default_url, redact_url
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_defaults_with_nothing_configured(tmp_path: Path) -> None:
+    settings = Settings.resolve(env={"XDG_CACHE_HOME": str(tmp_path)})
+    assert settings.name == "embedcache" and settings.ttl is None
+    assert settings.refresh_ttl is True and settings.disable is False
+    assert settings.on_error == "compute" and settings.timeout == 1.0
+    assert settings.url == f"sqlite:///{str(tmp_path).lstrip('/')}/embmemo/embmemo.sqlite3"
+
+
+def test_environment_then_arguments() -> None:
+    env = {"EMBMEMO_URL": "memory://env", "EMBMEMO_NAME": "envname", "EMBMEMO_TTL": "90",
+           "EMBMEMO_REFRESH_TTL": "off", "EMBMEMO_DISABLE": "yes", "EMBMEMO_ON_ERROR": "raise",
+           "EMBMEMO_TIMEOUT": "2.5"}
+    settings = Settings.resolve(env=env)
+    assert (settings.url, settings.name, settings.ttl) == ("memory://env", "envname", 90.0)
+    assert not settings.refresh_ttl and settings.disable and settings.on_error == "raise"
+    assert settings.timeout == 2.5
+    overridden = Settings.resolve(url="memory://arg", name="argname", ttl=5, refresh_ttl=True,
+                                  on_error="compute", env=env)
+    assert (overridden.url, overridden.name, overridden.ttl) == ("memory://arg", "argname", 5)
+    assert overridden.refresh_ttl and overridden.on_error == "compute"
+    assert Settings.resolve(env={"EMBMEMO_TTL": "none"}).ttl is None
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("EMBMEMO_TTL", "-3"), ("EMBMEMO_TTL", "soon"), ("EMBMEMO_REFRESH_TTL", "maybe"),
+     ("EMBMEMO_DISABLE", "2"), ("EMBMEMO_ON_ERROR", "ignore"), ("EMBMEMO_TIMEOUT", "0"),
+     ("EMBMEMO_URL", "postgres://db"), ("EMBMEMO_NAME", " ")],
+)
+def test_invalid_variables_name_the_variable_and_value(var: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.resolve(env={var: value})
+    assert var in str(caught.value) and value.strip() in str(caught.value)
+
+
+def test_cache_and_decorator_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBMEMO_URL", "memory://from-env")
+    monkeypatch.setenv("EMBMEMO_NAME", "envns")
+    monkeypatch.setenv("EMBMEMO_TTL", "42")
+    cache = EmbeddingsCache()
+    assert (cache.url, cache.name, cache.ttl) == ("memory://from-env", "envns", 42)
+
+    @cached_embedding(model="m")
+    def embed(text: str) -> list[float]:
+        return [1.0]
+
+    embed("t")
+    assert embed.cache.url == "memory://from-env"
+    assert embed.cache.get("t", "m").ttl == 42
+    monkeypatch.setenv("EMBMEMO_TTL", "-1")
+    with pytest.raises(ConfigError, match="EMBMEMO_TTL"):
+        EmbeddingsCache()
+
+
+def test_unknown_schemes_list_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"sqlite://.*redis\+cluster://"):
+        EmbeddingsCache(url="mongodb://x")
+    with pytest.raises(ConfigError, match="scheme"):
+        EmbeddingsCache(url="localhost:6379")
+
+
+def test_redaction() -> None:
+    assert redact_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+    assert redact_url("redis://pw@h:1") == "redis://***@h:1"
+    assert redact_url("rediss://h:1/0?password=pw&db=1") == "rediss://h:1/0?password=%2A%2A%2A&db=1"
+    assert redact_url("memory://") == "memory://"
+    assert "pw" not in repr(EmbeddingsCache(url="redis://:pw@localhost:6379/0"))
+
+
+def test_readme_documents_every_variable() -> None:
+    readme = README.read_text()
+    for var in ENV_VARS:
+        assert f"`{var}`" in readme, var
+
+
+def test_a_fresh_process_caches_to_the_user_directory_and_another_reads_it(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBMEMO_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    env["PYTHONPATH"] = str(Path(__file__).parent.parent)
+    write = ("from embmemo import cached_embedding\n"
+             "@cached_embedding(model='m')\n"
+             "def embed(texts): return [[float(len(t)), 0.5] for t in texts]\n"
+             "print(embed(['persisted', 'abc']), embed.cache.url)\n")
+    read = ("from embmemo import EmbeddingsCache, cached_embedding\n"
+            "@cached_embedding(model='m')\n"
+            "def embed(texts): raise SystemExit('computed again')\n"
+            "print(embed(['abc', 'persisted']))\n"
+            "print(EmbeddingsCache().get('persisted', 'm').embedding.tolist())\n")
+    first = subprocess.run([sys.executable, "-c", write], env=env, capture_output=True,
+                           text=True, check=True)
+    db = tmp_path / "xdg" / "embmemo" / "embmemo.sqlite3"
+    assert str(db).lstrip("/") in first.stdout
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    second = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True,
+                            text=True, check=True)
+    assert second.stdout.splitlines() == ["[[3.0, 0.5], [9.0, 0.5]]", "[9.0, 0.5]"]
+    assert default_url() != f"sqlite:///{db}"  # this process keeps its own test directory

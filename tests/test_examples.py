@@ -1,0 +1,33 @@
+"""Every example runs, as a newcomer would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def run(example: Path, tmp_path: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBMEMO_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    result = subprocess.run([sys.executable, str(example)], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
+def test_example_runs(example: Path, tmp_path: Path) -> None:
+    assert run(example, tmp_path)
+
+
+def test_quickstart_second_run_computes_nothing(tmp_path: Path) -> None:
+    first = run(EXAMPLES / "quickstart.py", tmp_path)
+    second = run(EXAMPLES / "quickstart.py", tmp_path)
+    assert "misses=2" in first
+    assert "misses=0" in second and "hit rate=100%" in second
