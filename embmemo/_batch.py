@@ -80,7 +80,7 @@ class BatchPlan:
     input position the index of its text in ``unique``."""
 
     unique: list[Text]
-    positions: list[int]
+    positions: Sequence[int]
 
     @property
     def has_duplicates(self) -> bool:
@@ -89,10 +89,15 @@ class BatchPlan:
 
 
 def plan(texts: Sequence[Text]) -> BatchPlan:
-    """Deduplicate ``texts``, keeping first-appearance order (``"a"`` and ``b"a"`` differ)."""
-    index: dict[tuple[type, Text], int] = {}
-    positions = [index.setdefault((type(t), t), len(index)) for t in texts]
-    return BatchPlan([t for _, t in index], positions)
+    """Deduplicate ``texts``, keeping first-appearance order.
+
+    A str never equals a bytes, so ``"a"`` and ``b"a"`` stay two texts.
+    """
+    unique = list(dict.fromkeys(texts))
+    if len(unique) == len(texts):
+        return BatchPlan(unique, range(len(texts)))
+    index = {text: i for i, text in enumerate(unique)}
+    return BatchPlan(unique, [index[text] for text in texts])
 
 
 def _fail(function: str, problem: str) -> EmbeddingOutputError:
@@ -190,12 +195,17 @@ def build_batch(rows: Sequence[npt.NDArray[Any]], positions: Sequence[int],
     if form.container == "ndarray":
         if not rows:
             return np.empty((0, 0), dtype=form.dtype or np.float32)
-        _check_same_dimension(rows)
-        matrix = np.stack([rows[p] for p in positions])
+        try:
+            matrix = np.stack(rows if len(positions) == len(rows)
+                              else [rows[p] for p in positions])
+        except ValueError:
+            raise EmbeddingOutputError(
+                f"cached and computed embeddings have different dimensions "
+                f"{sorted({r.shape[0] for r in rows})}; the model's output changed under the "
+                "same model name (clear the cache)"
+            ) from None
         return matrix.astype(form.dtype or matrix.dtype, copy=False)
     if form.row == "ndarray":
-        if rows:
-            _check_same_dimension(rows)
         dtype = form.dtype
         ordered: list[Any] = [rows[p].astype(dtype or rows[p].dtype) for p in positions]
     else:
@@ -203,11 +213,3 @@ def build_batch(rows: Sequence[npt.NDArray[Any]], positions: Sequence[int],
         ordered = [converted[p] for p in positions]
     return ordered if form.container == "list" else tuple(ordered)
 
-
-def _check_same_dimension(rows: Sequence[npt.NDArray[Any]]) -> None:
-    dims = {r.shape[0] for r in rows}
-    if len(dims) > 1:
-        raise EmbeddingOutputError(
-            f"cached and computed embeddings have different dimensions {sorted(dims)}; "
-            "the model's output changed under the same model name (clear the cache)"
-        )

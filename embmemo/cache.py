@@ -292,22 +292,13 @@ class EmbeddingsCache:
         values: Sequence[bytes | None],
         model_name: str | None,
     ) -> list[CacheEntry | None]:
-        entries: list[CacheEntry | None] = []
-        append = entries.append
-        decode = codec.decode
-        corrupt = 0
-        for key, digest, value in zip(keys, digests, values):
-            if value is None:
-                append(None)
-                continue
-            entry = decode(value, key, digest, model_name)
-            if entry is None:
-                corrupt += 1
-                _corrupt_log.warning(
-                    "corrupt", "embmemo: ignoring a stored value that failed verification (%s)",
-                    key,
-                )
-            append(entry)
+        entries, corrupt = codec.decode_many(values, keys, digests, model_name)
+        if corrupt:
+            _corrupt_log.warning(
+                "corrupt", "embmemo: ignored %d stored value(s) that failed verification, "
+                "e.g. %s", corrupt,
+                next(k for k, v, e in zip(keys, values, entries) if v is not None and e is None),
+            )
         hits = len(entries) - entries.count(None)
         self._counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt)
         return entries

@@ -4,34 +4,37 @@ One stored value per entry, self-describing and verified on every read::
 
     offset size
     0      4    magic b"EMBM"
-    4      4    CRC-32 of every byte after this field
-    8      1    format version
-    9      1    dtype code (1 float16, 2 float32, 3 float64)
-    10     1    flags (bit 0: text is bytes, bit 1: has metadata)
-    11     1    reserved, 0
-    12     4    dimension
-    16     4    text length in bytes
-    20     4    model name length in bytes
-    24     4    metadata JSON length in bytes
-    28     2    output hint: how the embed function returned it (see embmemo._batch)
-    30     2    reserved, 0
+    4      1    format version
+    5      1    dtype code (1 float16, 2 float32, 3 float64)
+    6      1    flags (bit 0: text is bytes, bit 1: has metadata)
+    7      1    reserved, 0
+    8      4    dimension
+    12     4    text length in bytes
+    16     4    model name length in bytes
+    20     4    metadata JSON length in bytes
+    24     2    output hint: how the embed function returned it (see embmemo._batch)
+    26     6    reserved, 0
     32     8    TTL the entry was written with, in ms (0: none); read by the refresh script
     40     8    inserted_at, unix seconds (float64)
     48     32   SHA-256 digest of the key this value belongs to
     80     ...  vector (little-endian), text, model name, metadata JSON
+    end-4  4    CRC-32 of everything before it, little-endian
 
 The header is 80 bytes so the vector starts 8-byte aligned. The digest rejects a value
 copied from another key; the CRC rejects truncation and bit flips anywhere, so a damaged
-value is a miss, never a wrong vector. The vector is never JSON-encoded and nothing is
+value is a miss, never a wrong vector. With the CRC appended, the CRC of the whole value
+is a constant, so verifying needs no slicing. The vector is never JSON-encoded and nothing is
 pickled: decoding is one ``numpy.frombuffer``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,10 +45,10 @@ from .keys import Text
 
 MAGIC = b"EMBM"
 FORMAT_VERSION = 1
-HEADER = struct.Struct("<4sIBBBxIIIIH2xQd32s")
+HEADER = struct.Struct("<4sBBBxIIIIH6xQd32s")
 HEADER_SIZE = HEADER.size
-_HEADER_TAIL = struct.Struct("<BBBxIIIIH2xQd32s")  # HEADER after magic and CRC, for packing
-_CRC_END = 8
+_CRC_SIZE = 4
+_CRC_RESIDUE = 0x2144DF1C  # zlib.crc32(data + crc32(data) as 4 little-endian bytes)
 TTL_OFFSET = 32
 MAX_TTL_MS = 2**47
 """The longest TTL (about 4,400 years): what Redis accepts, and exact in a Lua double."""
@@ -61,6 +64,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 _DTYPE_CODES = {"float16": 1, "float32": 2, "float64": 3}
 _DTYPE_BY_CODE = {code: DTYPES[name] for name, code in _DTYPE_CODES.items()}
+_CODE_BY_DTYPE = {DTYPES[name]: code for name, code in _DTYPE_CODES.items()}
 
 _FIELDS = ("entry_id", "key", "text", "model_name", "embedding", "metadata", "inserted_at", "ttl")
 
@@ -79,9 +83,9 @@ class CacheEntry(Mapping[str, Any]):
         ttl: The time to live the entry was written with, in seconds, or None.
     """
 
-    __slots__ = (*_FIELDS, "output_hint")
+    __slots__ = ("embedding", "inserted_at", "key", "metadata", "model_name", "output_hint",
+                 "text", "ttl")
 
-    entry_id: str
     key: str
     text: Text
     model_name: str
@@ -94,7 +98,6 @@ class CacheEntry(Mapping[str, Any]):
 
     def __init__(
         self,
-        entry_id: str,
         key: str,
         text: Text,
         model_name: str,
@@ -104,7 +107,6 @@ class CacheEntry(Mapping[str, Any]):
         ttl: float | None,
         output_hint: int = 0,
     ) -> None:
-        self.entry_id = entry_id
         self.key = key
         self.text = text
         self.model_name = model_name
@@ -113,6 +115,11 @@ class CacheEntry(Mapping[str, Any]):
         self.inserted_at = inserted_at
         self.ttl = ttl
         self.output_hint = output_hint
+
+    @property
+    def entry_id(self) -> str:
+        """The 64-hex digest that identifies the request (the end of the key)."""
+        return self.key[-64:]
 
     def __getitem__(self, field: str) -> Any:
         if field not in _FIELDS:
@@ -155,6 +162,13 @@ def dtype_for(name: str) -> np.dtype[Any]:
         ) from None
 
 
+@functools.lru_cache(maxsize=64)
+def _zeros(dimension: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """A zero vector: ``v.dot(zeros)`` is NaN exactly when ``v`` has a NaN or an inf
+    (0 * inf is NaN), and it cannot overflow; one BLAS call instead of two reductions."""
+    return np.zeros(dimension, dtype)
+
+
 def vector_bytes(embedding: object, dtype: np.dtype[Any]) -> tuple[bytes, int]:
     """Validate an embedding and return ``(little-endian bytes in dtype, dimension)``."""
     if isinstance(embedding, np.ndarray):
@@ -173,20 +187,24 @@ def vector_bytes(embedding: object, dtype: np.dtype[Any]) -> tuple[bytes, int]:
             "embedding must be a list, tuple or numpy array of numbers, "
             f"got {type(embedding).__name__}"
         )
-    kind = array.dtype.kind
-    if kind not in "fiu":
-        if kind == "O" or kind in "SUb" or kind == "c":
-            raise InvalidTypeError(
-                f"embedding must hold real numbers, got elements of dtype {array.dtype}"
-            )
-        raise InvalidTypeError(f"embedding has unsupported dtype {array.dtype}")
+    if array.dtype.kind not in "fiu":
+        raise InvalidTypeError(
+            f"embedding must hold real numbers, got elements of dtype {array.dtype}"
+        )
     if array.ndim != 1:
         raise InvalidInputError(f"embedding must be 1-D, got shape {array.shape}")
     if array.size == 0:
         raise InvalidInputError("embedding must not be empty")
-    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are caught below
-        stored = array.astype(dtype, copy=False)
-    if not np.isfinite(stored).all():
+    if array.dtype == dtype:
+        stored = array
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values: see below
+            stored = array.astype(dtype)
+    try:
+        finite = math.isfinite(stored.dot(_zeros(stored.shape[0], dtype)))
+    except (RuntimeWarning, FloatingPointError):  # inf * 0 under warnings-as-errors
+        finite = False
+    if not finite:
         if np.isfinite(array).all():
             raise InvalidInputError(f"embedding has values outside the range of {dtype.name}")
         raise InvalidInputError("embedding must contain only finite numbers (no NaN or inf)")
@@ -231,9 +249,10 @@ def encode(
 ) -> bytes:
     """Build one record from already-validated parts."""
     flags = (_FLAG_BYTES_TEXT if text_tag_is_bytes else 0) | (_FLAG_METADATA if metadata else 0)
-    tail = _HEADER_TAIL.pack(
+    header = HEADER.pack(
+        MAGIC,
         FORMAT_VERSION,
-        _DTYPE_CODES[dtype.name],
+        _CODE_BY_DTYPE[dtype],
         flags,
         dimension,
         len(text),
@@ -244,10 +263,9 @@ def encode(
         inserted_at,
         digest,
     )
-    crc = zlib.crc32(tail)
-    for part in (vector, text, model, metadata):
-        crc = zlib.crc32(part, crc)
-    return b"".join((MAGIC, crc.to_bytes(4, "little"), tail, vector, text, model, metadata))
+    trailer = text + model + metadata
+    crc = zlib.crc32(trailer, zlib.crc32(vector, zlib.crc32(header)))
+    return b"".join((header, vector, trailer, crc.to_bytes(_CRC_SIZE, "little")))
 
 
 def record_ttl_ms(value: bytes) -> int:
@@ -257,44 +275,72 @@ def record_ttl_ms(value: bytes) -> int:
     return int.from_bytes(value[TTL_OFFSET:TTL_OFFSET + 8], "little")
 
 
+def decode_many(
+    values: Sequence[bytes | None],
+    keys: Sequence[str],
+    digests: Sequence[bytes],
+    model_name: str | None = None,
+) -> tuple[list[CacheEntry | None], int]:
+    """Decode and verify a batch of records; returns the entries and how many were corrupt.
+
+    A missing value (None) is a miss; a value that fails any check (length, magic,
+    version, dtype, the key digest, ``model_name`` when given, the CRC, its text or
+    metadata encoding) is a miss that counts as corrupt. This loop is the read hot path,
+    so it is written flat.
+    """
+    entries: list[CacheEntry | None] = []
+    append = entries.append
+    unpack = HEADER.unpack_from
+    crc32 = zlib.crc32
+    frombuffer = np.frombuffer
+    dtypes = _DTYPE_BY_CODE
+    model_bytes = model_name.encode("utf-8", "surrogatepass") if model_name is not None else None
+    corrupt = 0
+    for value, key, digest in zip(values, keys, digests):
+        if value is None:
+            append(None)
+            continue
+        try:
+            (magic, version, dtype_code, flags, dim, text_len, model_len, meta_len,
+             output_hint, ttl_ms, inserted_at, stored_digest) = unpack(value)
+            dtype = dtypes[dtype_code]
+            text_start = HEADER_SIZE + dim * dtype.itemsize
+            model_start = text_start + text_len
+            meta_start = model_start + model_len
+            if not (
+                stored_digest == digest
+                and magic == MAGIC
+                and version == FORMAT_VERSION
+                and dim
+                and meta_start + meta_len + _CRC_SIZE == len(value)
+                and crc32(value) == _CRC_RESIDUE
+            ):
+                raise ValueError
+            if model_bytes is None:
+                model = value[model_start:meta_start].decode("utf-8", "surrogatepass")
+            elif value[model_start:meta_start] == model_bytes:
+                model = model_name  # type: ignore[assignment]
+            else:
+                raise ValueError
+            text: Text = value[text_start:model_start]
+            if not flags & _FLAG_BYTES_TEXT:
+                text = text.decode("utf-8", "surrogatepass")
+            metadata = json.loads(value[meta_start:-_CRC_SIZE]) if meta_len else None
+            if metadata is not None and type(metadata) is not dict:
+                raise ValueError
+        except (struct.error, KeyError, ValueError, RecursionError):  # not a valid entry
+            corrupt += 1
+            append(None)
+            continue
+        append(CacheEntry(
+            key, text, model, frombuffer(value, dtype, dim, HEADER_SIZE), metadata,
+            inserted_at, ttl_ms / 1000 if ttl_ms else None, output_hint,
+        ))
+    return entries, corrupt
+
+
 def decode(
     value: bytes, key: str, digest: bytes, model_name: str | None = None
 ) -> CacheEntry | None:
-    """Decode and verify one record; None when it is not a valid entry for ``key``.
-
-    ``model_name``, when given, must match the stored one as well as the digest.
-    """
-    if len(value) < HEADER_SIZE:
-        return None
-    (magic, crc, version, dtype_code, flags, dim, text_len, model_len, meta_len,
-     output_hint, ttl_ms, inserted_at, stored_digest) = HEADER.unpack_from(value)
-    if magic != MAGIC or version != FORMAT_VERSION or stored_digest != digest or dim == 0:
-        return None
-    if zlib.crc32(memoryview(value)[_CRC_END:]) != crc:
-        return None
-    dtype = _DTYPE_BY_CODE.get(dtype_code)
-    if dtype is None:
-        return None
-    text_start = HEADER_SIZE + dim * dtype.itemsize
-    model_start = text_start + text_len
-    meta_start = model_start + model_len
-    if meta_start + meta_len != len(value) or bool(meta_len) != bool(flags & _FLAG_METADATA):
-        return None
-    try:
-        model = value[model_start:meta_start].decode("utf-8", "surrogatepass")
-        if model_name is not None and model != model_name:
-            return None
-        raw_text = value[text_start:model_start]
-        text: Text = (
-            raw_text if flags & _FLAG_BYTES_TEXT else raw_text.decode("utf-8", "surrogatepass")
-        )
-        metadata = json.loads(value[meta_start:]) if meta_len else None
-    except (ValueError, RecursionError):  # Unicode and JSON errors are ValueErrors
-        return None
-    if metadata is not None and not isinstance(metadata, dict):
-        return None
-    embedding = np.frombuffer(value, dtype, dim, HEADER_SIZE)
-    return CacheEntry(
-        key[-64:], key, text, model, embedding, metadata, inserted_at,
-        ttl_ms / 1000 if ttl_ms else None, output_hint,
-    )
+    """Decode and verify one record; None when it is not a valid entry for ``key``."""
+    return decode_many([value], [key], [digest], model_name)[0][0]

@@ -138,10 +138,10 @@ def test_sample_decodes_and_another_keys_value_does_not() -> None:
 def test_record_is_compact() -> None:
     vector = np.zeros(768, dtype=np.float32)
     _, _, value = record("x" * 40, vector)
-    assert len(value) == codec.HEADER_SIZE + 768 * 4 + 40 + 1
+    assert len(value) == codec.HEADER_SIZE + 768 * 4 + 40 + 1 + 4  # + CRC
     assert codec.HEADER_SIZE % 8 == 0
     _, _, half = record("x" * 40, vector, "float16")
-    assert len(half) == codec.HEADER_SIZE + 768 * 2 + 40 + 1
+    assert len(half) == codec.HEADER_SIZE + 768 * 2 + 40 + 1 + 4
 
 
 def test_decoded_embedding_is_a_zero_copy_read_only_view() -> None:
