@@ -29,7 +29,7 @@ from .breaker import CircuitBreaker
 from .codec import CacheEntry
 from .config import Settings, ttl_ms, ttl_seconds
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
-from .keys import KeyScheme, Text, encode_text, model_identity
+from .keys import KeyScheme, Text, encode_text, model_identity, text_digest
 from .stats import CacheInfo, Counters, RateLimitedLog
 
 if TYPE_CHECKING:
@@ -44,14 +44,13 @@ def _item_fields(item: object) -> tuple[Any, Any, Any, Any, Any, Any]:
     """(text, model_name, model_params, embedding, ttl, metadata) of one mset item."""
     if not isinstance(item, Mapping):
         raise InvalidTypeError(f"each item must be a dict, got {type(item).__name__}")
-    unknown = item.keys() - _ITEM_FIELDS
-    if unknown:
-        raise InvalidInputError(f"unknown field(s) {sorted(unknown)}")
-    for required in ("text", "model_name", "embedding"):
-        if required not in item:
-            raise InvalidInputError(f"missing field {required!r}")
-    return (item["text"], item["model_name"], item.get("model_params"), item["embedding"],
-            item.get("ttl"), item.get("metadata"))
+    if not item.keys() <= _ITEM_FIELDS:
+        raise InvalidInputError(f"unknown field(s) {sorted(item.keys() - _ITEM_FIELDS)}")
+    try:
+        return (item["text"], item["model_name"], item.get("model_params"), item["embedding"],
+                item.get("ttl"), item.get("metadata"))
+    except KeyError as missing:
+        raise InvalidInputError(f"missing field {missing}") from None
 
 
 class _RecordEncoder:
@@ -61,16 +60,15 @@ class _RecordEncoder:
         self.prefix = prefix
         self.dtype = dtype
         self.now = time.time()
-        self._models: dict[tuple[str, Any], tuple[Any, bytes]] = {}
+        self._models: dict[str, tuple[Any, bytes]] = {}
 
     def _model(self, model_name: str, model_params: Params | None) -> tuple[Any, bytes]:
-        cache_key = (model_name, None if not model_params else id(model_params))
-        known = self._models.get(cache_key)
+        known = None if model_params else self._models.get(model_name)
         if known is None:
             identity = model_identity(model_name, model_params)
             known = (KeyScheme.hasher(identity), model_name.encode("utf-8", "surrogatepass"))
-            if not model_params:  # params dicts may be mutated between items: not cached
-                self._models[cache_key] = known
+            if not model_params:  # params dicts may be mutated between items: not kept
+                self._models[model_name] = known
         return known
 
     def encode(
@@ -87,11 +85,7 @@ class _RecordEncoder:
         hasher, model_bytes = self._model(model_name, model_params)
         tag, text_bytes = encode_text(text)
         vector, dimension = codec.vector_bytes(embedding, self.dtype)
-        h = hasher.copy()
-        h.update(tag)
-        h.update(len(text_bytes).to_bytes(8, "big"))
-        h.update(text_bytes)
-        digest = h.digest()
+        digest = text_digest(hasher, tag, text_bytes)
         key = self.prefix + digest.hex()
         value = codec.encode(
             digest, tag == b"b", text_bytes, model_bytes, vector, dimension, self.dtype,
@@ -236,18 +230,18 @@ class EmbeddingsCache:
         encoder = _RecordEncoder(self._scheme.prefix, self._dtype)
         keys: list[str] = []
         records: dict[str, Record] = {}  # one write per key: the last item for a key wins
-        for index, item in enumerate(items):
-            try:
-                fields = _item_fields(item)
-                item_ttl = fields[4]
-                record = encoder.encode(
-                    *fields[:4], ttl_ms(ttl_seconds(item_ttl) if item_ttl is not None
-                                        else default_ttl), fields[5])
-            except (InvalidInputError, InvalidTypeError) as exc:
-                raise type(exc)(f"items[{index}]: {exc}") from None
-            keys.append(record.key)
-            records.pop(record.key, None)
-            records[record.key] = record
+        default_ms = ttl_ms(default_ttl)
+        with codec.quiet_float_errors():
+            for index, item in enumerate(items):
+                try:
+                    text, model_name, params, embedding, item_ttl, metadata = _item_fields(item)
+                    entry_ms = default_ms if item_ttl is None else ttl_ms(ttl_seconds(item_ttl))
+                    record = encoder.encode(text, model_name, params, embedding, entry_ms,
+                                            metadata)
+                except (InvalidInputError, InvalidTypeError) as exc:
+                    raise type(exc)(f"items[{index}]: {exc}") from None
+                keys.append(record.key)
+                records[record.key] = record
         return keys, list(records.values())
 
     def _computed_records(
@@ -262,10 +256,12 @@ class EmbeddingsCache:
         """Records for embeddings a decorated function just computed (already checked)."""
         encoder = _RecordEncoder(self._scheme.prefix, self._dtype)
         entry_ttl_ms = ttl_ms(ttl if ttl is not None else self.ttl)
-        return [
-            encoder.encode(text, model_name, model_params, row, entry_ttl_ms, None, output_hint)
-            for text, row in zip(texts, rows)
-        ]
+        with codec.quiet_float_errors():
+            return [
+                encoder.encode(text, model_name, model_params, row, entry_ttl_ms, None,
+                               output_hint)
+                for text, row in zip(texts, rows)
+            ]
 
     @staticmethod
     def _single_item(

@@ -169,8 +169,18 @@ def _zeros(dimension: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
     return np.zeros(dimension, dtype)
 
 
+def quiet_float_errors() -> Any:
+    """Silence numpy's overflow/invalid warnings around a batch of ``vector_bytes`` calls:
+    those conditions are detected and reported as errors, not warnings (one context for
+    the whole batch, because entering one costs as much as checking a vector)."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
 def vector_bytes(embedding: object, dtype: np.dtype[Any]) -> tuple[bytes, int]:
-    """Validate an embedding and return ``(little-endian bytes in dtype, dimension)``."""
+    """Validate an embedding and return ``(little-endian bytes in dtype, dimension)``.
+
+    Call it inside ``quiet_float_errors()``.
+    """
     if isinstance(embedding, np.ndarray):
         array = embedding
     elif isinstance(embedding, (list, tuple)):
@@ -195,16 +205,8 @@ def vector_bytes(embedding: object, dtype: np.dtype[Any]) -> tuple[bytes, int]:
         raise InvalidInputError(f"embedding must be 1-D, got shape {array.shape}")
     if array.size == 0:
         raise InvalidInputError("embedding must not be empty")
-    if array.dtype == dtype:
-        stored = array
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values: see below
-            stored = array.astype(dtype)
-    try:
-        finite = math.isfinite(stored.dot(_zeros(stored.shape[0], dtype)))
-    except (RuntimeWarning, FloatingPointError):  # inf * 0 under warnings-as-errors
-        finite = False
-    if not finite:
+    stored = array if array.dtype == dtype else array.astype(dtype)
+    if not math.isfinite(stored.dot(_zeros(stored.shape[0], dtype))):
         if np.isfinite(array).all():
             raise InvalidInputError(f"embedding has values outside the range of {dtype.name}")
         raise InvalidInputError("embedding must contain only finite numbers (no NaN or inf)")
@@ -322,9 +324,9 @@ def decode_many(
                 model = model_name  # type: ignore[assignment]
             else:
                 raise ValueError
-            text: Text = value[text_start:model_start]
-            if not flags & _FLAG_BYTES_TEXT:
-                text = text.decode("utf-8", "surrogatepass")
+            raw_text = value[text_start:model_start]
+            text: Text = (raw_text if flags & _FLAG_BYTES_TEXT
+                          else raw_text.decode("utf-8", "surrogatepass"))
             metadata = json.loads(value[meta_start:-_CRC_SIZE]) if meta_len else None
             if metadata is not None and type(metadata) is not dict:
                 raise ValueError

@@ -47,6 +47,14 @@ def encode_text(text: Text) -> tuple[bytes, bytes]:
     raise InvalidTypeError(f"text must be str or bytes, got {type(text).__name__}")
 
 
+def text_digest(hasher: _Hash, tag: bytes, content: bytes) -> bytes:
+    """The entry digest: a copy of the primed ``hasher`` fed the tagged, sized content."""
+    h = hasher.copy()
+    h.update(tag + len(content).to_bytes(8, "big"))
+    h.update(content)
+    return h.digest()
+
+
 class UncanonicalValueError(InvalidTypeError):
     """A parameter value has no stable canonical form (so it cannot be part of a key)."""
 
@@ -125,14 +133,20 @@ class KeyScheme:
     def keys(self, texts: Sequence[Text], identity: bytes) -> tuple[list[str], list[bytes]]:
         """Keys and raw digests for ``texts`` under one model identity."""
         base = self.hasher(identity)
+        copy = base.copy
         prefix = self.prefix
         keys: list[str] = []
         digests: list[bytes] = []
         for text in texts:
-            tag, content = encode_text(text)
-            h = base.copy()
-            h.update(tag)
-            h.update(len(content).to_bytes(8, "big"))
+            # text_digest, inlined: this loop runs once per text of every read.
+            if isinstance(text, str):
+                content = text.encode("utf-8", "surrogatepass")
+                header = _TEXT_TAG + len(content).to_bytes(8, "big")
+            else:
+                tag, content = encode_text(text)
+                header = tag + len(content).to_bytes(8, "big")
+            h = copy()
+            h.update(header)
             h.update(content)
             digest = h.digest()
             digests.append(digest)

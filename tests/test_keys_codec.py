@@ -26,7 +26,8 @@ def record(text: str | bytes, vector: np.ndarray, dtype: str = "float32",
     keys, digests = SCHEME.keys([text], model_identity("m"))
     tag_is_bytes = isinstance(text, bytes)
     raw_text = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
-    data, dim = codec.vector_bytes(vector, codec.dtype_for(dtype))
+    with codec.quiet_float_errors():
+        data, dim = codec.vector_bytes(vector, codec.dtype_for(dtype))
     value = codec.encode(digests[0], tag_is_bytes, raw_text, b"m", data, dim,
                          codec.dtype_for(dtype), codec.metadata_json(metadata), ttl_ms, 1.5)
     return keys[0], digests[0], value
