@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +205,19 @@ class EmbeddingsCache:
     def stats(self) -> CacheInfo:
         """Hits, misses, errors and corrupt values seen by this cache object's reads."""
         return self._counters.snapshot()
+
+    def _entries(self, chunk: int = 1000) -> Iterator[tuple[CacheEntry, int]]:
+        """Every valid entry of the namespace with its stored size (for ``embmemo stats``);
+        reads do not refresh TTLs."""
+        backend = self._sync()
+        keys = backend.scan_keys(self.name, self._scheme.scan_pattern())
+        for start in range(0, len(keys), chunk):
+            part = keys[start:start + chunk]
+            values = backend.get_many(part, False)
+            entries, _ = codec.decode_many(values, part, self._key_digests(part))
+            for entry, value in zip(entries, values):
+                if entry is not None and value is not None:
+                    yield entry, len(value)
 
     def key(self, text: Text, model_name: str, *, model_params: Params | None = None) -> str:
         """The key an entry for (text, model) is stored under. Pure: no I/O."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from ..errors import InvalidInputError
+from ..errors import BackendError, InvalidInputError
 from .base import Record
 
 T = TypeVar("T")
@@ -14,7 +14,12 @@ MAX_KEYS_PER_CHUNK = 1000
 """Keys per MGET / pipeline: big enough to amortize the round trip, small enough to interleave."""
 
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
-"""Request or expected reply bytes per round trip; keeps clear of server buffer limits."""
+"""Request bytes per write round trip (the server's query buffer allows 1 GB)."""
+
+MAX_READ_CHUNK_BYTES = 1024 * 1024
+"""Expected reply bytes per read round trip. A server closes a client whose pending reply
+passes its ``client-output-buffer-limit``; locked-down servers set that to a few MB for
+normal clients, so a read reply is kept at 1 MiB, which costs nothing in throughput."""
 
 MAX_VALUE_BYTES = 512 * 1024 * 1024
 """Redis' default proto-max-bulk-len: a larger value would be refused by the server."""
@@ -26,11 +31,17 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
+class ValueTooLargeError(InvalidInputError, BackendError):
+    """A value the backend cannot store: bad input for the direct API (InvalidInputError),
+    and for a decorated function a write the cache cannot take, so it fails open
+    (BackendError) instead of failing the call."""
+
+
 def record_chunks(records: Sequence[Record], max_value_bytes: int) -> Iterator[Sequence[Record]]:
     """Slices of records bounded by count and total value bytes; refuses oversize values first."""
     for record in records:
         if len(record.value) > max_value_bytes:
-            raise InvalidInputError(
+            raise ValueTooLargeError(
                 f"the entry for {record.key} is {len(record.value)} bytes, above the backend's "
                 f"limit of {max_value_bytes} bytes; nothing was written"
             )
@@ -47,14 +58,27 @@ def record_chunks(records: Sequence[Record], max_value_bytes: int) -> Iterator[S
 
 
 class ReadChunker:
-    """Sizes read chunks from the largest value seen so far, so replies stay bounded."""
+    """Sizes read chunks from the largest value seen so far, so replies stay bounded.
 
-    def __init__(self, assumed_value_bytes: int = 8 * 1024) -> None:
+    Call ``size()`` before each chunk: a reply with larger values shrinks the next chunk
+    of the same batch. ``shrink()`` is for a chunk the server dropped: the estimate was
+    too low (values larger than any seen so far), so it is raised eightfold at least.
+    """
+
+    def __init__(self, assumed_value_bytes: int = 8 * 1024,
+                 budget: int = MAX_READ_CHUNK_BYTES) -> None:
         self.largest_value = assumed_value_bytes
+        self.budget = budget
 
     def size(self) -> int:
         """Keys per read chunk under the current estimate."""
-        return max(1, min(MAX_KEYS_PER_CHUNK, MAX_CHUNK_BYTES // self.largest_value))
+        return max(1, min(MAX_KEYS_PER_CHUNK, self.budget // self.largest_value))
+
+    def shrink(self, failed_keys: int) -> int:
+        """A read of ``failed_keys`` keys was dropped: raise the estimate; the new size."""
+        target = max(1, failed_keys // 8)
+        self.largest_value = max(self.largest_value * 8, -(-self.budget // target))
+        return self.size()
 
     def observe(self, values: Sequence[bytes | None]) -> None:
         """Learn from a reply."""

@@ -45,6 +45,10 @@ class Backend(Protocol):
         """Delete every entry key of ``namespace`` and nothing else; return the count."""
         ...
 
+    def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        """Every entry key of ``namespace`` (for ``embmemo stats``), in no particular order."""
+        ...
+
     def close(self) -> None:
         """Release connections and files. Idempotent."""
         ...
@@ -73,6 +77,10 @@ class AsyncBackend(Protocol):
 
     async def clear(self, namespace: str, scan_pattern: str) -> int:
         """See ``Backend.clear``."""
+        ...
+
+    async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        """See ``Backend.scan_keys``."""
         ...
 
     async def close(self) -> None:

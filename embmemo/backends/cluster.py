@@ -166,8 +166,9 @@ def _delete_plan(client: Any, keys: Sequence[Any]) -> Plan[int]:
     return deleted
 
 
-def _clear_plan(client: Any, scan_pattern: str) -> Plan[int]:
-    """SCAN MATCH on every primary at once, round after round, UNLINKing what each finds."""
+def _scan_plan(client: Any, scan_pattern: str, found: list[Any] | None) -> Plan[int]:
+    """SCAN MATCH on every primary at once, round after round; each round's keys are
+    UNLINKed, or collected into ``found`` when it is given."""
     deleted = 0
     cursors = [(node, 0) for node in client.get_primaries()]
     while cursors:
@@ -176,7 +177,11 @@ def _clear_plan(client: Any, scan_pattern: str) -> Plan[int]:
         nodes = [node for node, _ in cursors]
         cursors = [(node, int(cursor)) for node, (cursor, _) in
                    zip(nodes, _checked(replies), strict=True) if int(cursor)]
-        deleted += yield from _delete_plan(client, [key for _, keys in replies for key in keys])
+        keys = [key for _, keys in replies for key in keys]
+        if found is None:
+            deleted += yield from _delete_plan(client, keys)
+        else:
+            found.extend(keys)
     return deleted
 
 
@@ -310,7 +315,12 @@ class ClusterBackend(_ClusterBase):
         return self._run("delete", _delete_plan, keys)
 
     def clear(self, namespace: str, scan_pattern: str) -> int:
-        return self._run("clear", _clear_plan, scan_pattern)
+        return self._run("clear", _scan_plan, scan_pattern, None)
+
+    def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        found: list[bytes] = []
+        self._run("scan", _scan_plan, scan_pattern, found)
+        return [key.decode() for key in found]
 
     def close(self) -> None:
         if self._client is not None and self._owns_client:
@@ -358,7 +368,12 @@ class AsyncClusterBackend(_ClusterBase):
         return await self._run("delete", _delete_plan, keys)
 
     async def clear(self, namespace: str, scan_pattern: str) -> int:
-        return await self._run("clear", _clear_plan, scan_pattern)
+        return await self._run("clear", _scan_plan, scan_pattern, None)
+
+    async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        found: list[bytes] = []
+        await self._run("scan", _scan_plan, scan_pattern, found)
+        return [key.decode() for key in found]
 
     async def close(self) -> None:
         if self._client is not None and self._owns_client:

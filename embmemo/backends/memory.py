@@ -72,12 +72,17 @@ class MemoryStore:
             return found
 
     def clear(self, namespace: str, scan_pattern: str) -> int:
-        prefix = namespace + ":"
         with self._lock:
-            doomed = [key for key in self._data if _is_entry_key(key, prefix)]
+            doomed = self.scan_keys(namespace, scan_pattern)
             for key in doomed:
                 del self._data[key]
             return len(doomed)
+
+    def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        prefix = namespace + ":"
+        now = time.monotonic()
+        return [key for key, (_, expires, _) in list(self._data.items())
+                if _is_entry_key(key, prefix) and (expires is None or expires > now)]
 
 
 def _is_entry_key(key: str, prefix: str) -> bool:
@@ -121,6 +126,9 @@ class MemoryBackend:
     def clear(self, namespace: str, scan_pattern: str) -> int:
         return self._store.clear(namespace, scan_pattern)
 
+    def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        return self._store.scan_keys(namespace, scan_pattern)
+
     def close(self) -> None:
         pass
 
@@ -146,6 +154,9 @@ class AsyncMemoryBackend:
 
     async def clear(self, namespace: str, scan_pattern: str) -> int:
         return self._store.clear(namespace, scan_pattern)
+
+    async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        return self._store.scan_keys(namespace, scan_pattern)
 
     async def close(self) -> None:
         pass

@@ -1,0 +1,246 @@
+"""The ``embmemo`` command: ``stats``, ``clear``, ``warm`` and ``bench``.
+
+It reads the same settings as the library (``EMBMEMO_*``), which ``--url`` and ``--name``
+override. Every failure is one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from . import __version__, codec
+from .cache import EmbeddingsCache
+from .config import redact_url
+from .errors import EmbmemoError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"embmemo: error: {message} (see embmemo --help)\n")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _dtypes(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [v for v in values if v not in codec.DTYPES]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"dtypes must be among {', '.join(codec.DTYPES)}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    parser = _Parser(prog="embmemo", description="Inspect, fill and measure an embmemo cache.")
+    parser.add_argument("--version", action="version", version=f"embmemo {__version__}")
+    parser.add_argument("--url", help="backend URL (default: EMBMEMO_URL, else the embedded "
+                                      "SQLite file)")
+    parser.add_argument("--name", help="key namespace (default: EMBMEMO_NAME, else embedcache)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    commands.add_parser("stats", help="entries, bytes, TTLs and models in the namespace")
+
+    clear = commands.add_parser("clear", help="delete every entry of the namespace")
+    clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    warm = commands.add_parser("warm", help="embed a corpus into the cache (misses only)")
+    warm.add_argument("file", type=Path, help="one text per line, or JSONL with --field")
+    warm.add_argument("--model", required=True, help="sentence-transformers model name or path")
+    warm.add_argument("--field", help="read JSON Lines and embed this field of each object")
+    warm.add_argument("--batch-size", type=int, default=256, help="texts per model call")
+    warm.add_argument("--device", help="cpu, cuda, ... (default: sentence-transformers')")
+
+    bench = commands.add_parser("bench", help="embmemo next to raw redis-py and sqlite3")
+    bench.add_argument("--dims", type=_ints, default=[384, 768, 1536])
+    bench.add_argument("--batch-sizes", type=_ints, default=[1, 100, 1000, 10000])
+    bench.add_argument("--dtypes", type=_dtypes, default=["float32", "float16"])
+    bench.add_argument("--repeat", type=int, default=7, help="repetitions per case")
+    bench.add_argument("--quick", action="store_true",
+                       help="tiny sizes, two repetitions: proves it runs")
+    bench.add_argument("--no-sqlite", action="store_true", help="skip the SQLite section")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        handler = {"stats": _stats, "clear": _clear, "warm": _warm, "bench": _bench}
+        return handler[args.command](args)
+    except (EmbmemoError, OSError, ValueError) as exc:
+        print(f"embmemo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("embmemo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _cache(args: argparse.Namespace) -> EmbeddingsCache:
+    return EmbeddingsCache(name=args.name, url=args.url)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    cache = _cache(args)
+    count = stored_bytes = 0
+    ttls: list[float] = []
+    forever = 0
+    models: Counter[str] = Counter()
+    for entry, size in cache._entries():
+        count += 1
+        stored_bytes += size
+        models[entry.model_name] += 1
+        if entry.ttl is None:
+            forever += 1
+        else:
+            ttls.append(entry.ttl)
+    print(f"backend:   {cache.url}")
+    print(f"namespace: {cache.name}")
+    print(f"entries:   {count}")
+    print(f"bytes:     {stored_bytes} (values only)")
+    if ttls:
+        print(f"ttl:       min {min(ttls):g}s, median {statistics.median(ttls):g}s, "
+              f"max {max(ttls):g}s; {forever} without expiry")
+    else:
+        print(f"ttl:       {forever} without expiry")
+    for model, n in models.most_common():
+        print(f"model:     {model} ({n})")
+    return 0
+
+
+def _clear(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> int:
+    cache = _cache(args)
+    if not args.yes:
+        if not stdin.isatty():
+            print("embmemo: error: clear needs --yes when not run interactively",
+                  file=sys.stderr)
+            return 1
+        answer = input(f"Delete every entry of namespace {cache.name!r} in {cache.url}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    print(f"deleted {cache.clear()} entries from {cache.name!r}")
+    return 0
+
+
+def _corpus(path: Path, field: str | None) -> list[str]:
+    texts: list[str] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if field is None:
+                texts.append(line)
+                continue
+            try:
+                value = json.loads(line)[field]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(
+                    f"{path}:{number}: not a JSON object with a {field!r} field") from None
+            if not isinstance(value, str):
+                raise ValueError(f"{path}:{number}: field {field!r} is not a string")
+            texts.append(value)
+    return texts
+
+
+def _progress(done: int, total: int, computed: int, started: float, out: TextIO) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    rate = done / max(time.monotonic() - started, 1e-9)
+    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} texts, "
+              f"{computed} embedded, {rate:.0f} texts/s")
+    out.flush()
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from .vectorizers import HFTextVectorizer
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    texts = list(dict.fromkeys(_corpus(args.file, args.field)))
+    cache = _cache(args)
+    vectorizer = HFTextVectorizer(args.model, cache=cache, device=args.device)
+    started = time.monotonic()
+    computed = 0
+    for start in range(0, len(texts), args.batch_size):
+        batch = texts[start:start + args.batch_size]
+        missing = [t for t, there in zip(batch, cache.mexists(batch, args.model)) if not there]
+        if missing:
+            vectorizer.embed_many(missing, batch_size=min(len(missing), 64))
+            computed += len(missing)
+        _progress(start + len(batch), len(texts), computed, started, sys.stderr)
+    sys.stderr.write("\n")
+    print(f"{len(texts)} distinct texts: {computed} embedded, {len(texts) - computed} "
+          f"already cached (model {args.model}, namespace {cache.name!r})")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    options = bench.Options(args.dims, args.batch_sizes, args.dtypes, args.repeat)
+    if args.quick:
+        options = bench.Options((8,), (1, 10), ("float32",), 2)
+
+    def progress(message: str) -> None:
+        sys.stderr.write(f"\rbench: {message:<60}")
+        sys.stderr.flush()
+
+    rows: list[bench.Row] = []
+    with _bench_server(args.url) as url:
+        if url is not None:
+            rows.extend(bench.RedisBench(url, options, progress).run())
+        if not args.no_sqlite:
+            rows.extend(bench.sqlite_rows(options, progress))
+    sys.stderr.write("\r" + " " * 70 + "\r")
+    if args.json:
+        print(json.dumps({"machine": bench.machine(), "redis_url": url and redact_url(url),
+                          "rows": [row.as_dict() for row in rows]}, indent=2))
+    else:
+        machine = bench.machine()
+        print("; ".join(f"{k} {v}" for k, v in machine.items()))
+        bench.print_table(rows)
+    return 0
+
+
+@contextmanager
+def _bench_server(url: str | None) -> Iterator[str | None]:
+    """The Redis to measure: ``--url``, else a private redis-server, else none (SQLite only)."""
+    from ._local_redis import LocalRedisServer, redis_server_binary
+
+    if url is not None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("bench --url must be a redis://, rediss:// or unix:// URL")
+        yield url
+        return
+    binary = redis_server_binary()
+    if binary is None:
+        yield None
+        return
+    with LocalRedisServer(binary) as server:
+        yield server.url
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
