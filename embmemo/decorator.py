@@ -176,6 +176,8 @@ class _Signature:
         if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             raise InvalidTypeError(f"the text parameter {text_arg!r} of {label} cannot be *args")
         self.text_arg = text_arg
+        self.var_keyword = next((p.name for p in signature.parameters.values()
+                                 if p.kind == p.VAR_KEYWORD), None)
 
 
 class _Call:
@@ -285,6 +287,9 @@ class _Memoizer:
                 f"them, got {type(value).__name__}")
         params = {k: v for k, v in bound.arguments.items()
                   if k != spec.text_arg and k not in self.ignore}
+        if spec.var_keyword in params and self.ignore:  # ignore= applies inside **kwargs too
+            params[spec.var_keyword] = {k: v for k, v in params[spec.var_keyword].items()
+                                        if k not in self.ignore}
         for arg_name, arg_value in params.items():
             try:
                 canonical_params({arg_name: arg_value})

@@ -219,6 +219,20 @@ def test_with_no_other_arguments_the_direct_api_sees_the_entries(cache: Embeddin
     assert embed.cache is cache
 
 
+def test_ignore_reaches_into_var_keyword_arguments(cache: EmbeddingsCache) -> None:
+    calls: list[str] = []
+
+    @cached_embedding(model="kw", cache=cache, ignore=("timeout",))
+    def embed(text: str, **options: object) -> list[float]:
+        calls.append(text)
+        return [float(len(options))]
+
+    embed("t", timeout=1, dimensions=4)
+    embed("t", timeout=99, dimensions=4)
+    embed("t", dimensions=8)
+    assert calls == ["t", "t"]
+
+
 def test_uncanonical_arguments_name_the_argument(cache: EmbeddingsCache) -> None:
     @cached_embedding(model="m", cache=cache)
     def embed(text: str, client: object = None) -> list[float]:
