@@ -203,3 +203,8 @@ class Settings:
     def redacted_url(self) -> str:
         """The URL, safe to show."""
         return redact_url(self.url)
+
+    def __repr__(self) -> str:  # the dataclass repr would show the password
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in
+                           ("name", "ttl", "refresh_ttl", "disable", "on_error", "timeout"))
+        return f"Settings(url={self.redacted_url!r}, {fields})"

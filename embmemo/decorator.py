@@ -26,7 +26,13 @@ from ._flight import Flight
 from .backends import Record
 from .cache import EmbeddingsCache
 from .config import Settings, ttl_seconds
-from .errors import BackendError, ConfigError, InvalidInputError, InvalidTypeError
+from .errors import (
+    BackendError,
+    ConfigError,
+    InvalidInputError,
+    InvalidTypeError,
+    ValueTooLargeError,
+)
 from .keys import Text, UncanonicalValueError, canonical_params
 from .stats import CacheInfo, Counters, RateLimitedLog
 
@@ -371,6 +377,28 @@ class _Memoizer:
             raise exc
         _backend_log.warning("backend", "embmemo: cache unavailable, computing instead: %s", exc)
 
+    def may_write(self, call: _Call, texts: int) -> bool:
+        """Whether to write back: not after this call's read failed (the write would most
+        likely cost another timeout), nor while the breaker is open."""
+        if call.lookup_failed:
+            return False
+        if not self.cache._breaker.allow():
+            self.backend_failed(call, None, texts)
+            return False
+        return True
+
+    def write_failed(self, call: _Call, exc: BackendError, texts: int) -> None:
+        """A failed write-back; an entry too large to store says nothing of the backend."""
+        if not isinstance(exc, ValueTooLargeError):
+            self.backend_failed(call, exc, texts)
+            return
+        if not call.lookup_failed:
+            self.counters.add(errors=texts)
+        call.lookup_failed = True
+        if self.raise_errors:
+            raise exc
+        _backend_log.warning("too-large", "embmemo: not caching an entry: %s", exc)
+
     def direct_result(self, call: _Call, owned: list[int], computed_output: Any) -> bool:
         """Whether the function's own output is the whole answer (all misses, in order)."""
         return (computed_output is not None and (call.single or (
@@ -487,13 +515,12 @@ class _Memoizer:
 
     def store_sync(self, call: _Call, chunk: list[int], matrix: npt.NDArray[Any]) -> None:
         records = self.records(call, chunk, matrix)
-        if not self.cache._breaker.allow():
-            self.backend_failed(call, None, len(records))
+        if not self.may_write(call, len(records)):
             return
         try:
             self.cache._sync().set_many(records)
         except BackendError as exc:
-            self.backend_failed(call, exc, len(records))
+            self.write_failed(call, exc, len(records))
         else:
             self.cache._breaker.record_success()
 
@@ -555,13 +582,12 @@ class _Memoizer:
 
     async def store_async(self, call: _Call, chunk: list[int], matrix: npt.NDArray[Any]) -> None:
         records = self.records(call, chunk, matrix)
-        if not self.cache._breaker.allow():
-            self.backend_failed(call, None, len(records))
+        if not self.may_write(call, len(records)):
             return
         try:
             await self.cache._async().set_many(records)
         except BackendError as exc:
-            self.backend_failed(call, exc, len(records))
+            self.write_failed(call, exc, len(records))
         else:
             self.cache._breaker.record_success()
 

@@ -27,5 +27,10 @@ class BackendError(EmbmemoError):
     """The storage backend failed or timed out; the message never holds credentials."""
 
 
+class ValueTooLargeError(InvalidInputError, BackendError):
+    """An entry larger than the backend accepts. Bad input for the direct API; for a
+    decorated function, a write the cache cannot take, so the call still succeeds."""
+
+
 class EmbeddingOutputError(EmbmemoError, ValueError):
     """A decorated embed function returned something that does not match its input."""

@@ -12,8 +12,8 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embmemo import EmbeddingsCache  # noqa: E402
-from embmemo.vectorizers import HFTextVectorizer  # noqa: E402
+from embmemo import EmbeddingsCache
+from embmemo.vectorizers import HFTextVectorizer
 
 
 def model_name() -> str:

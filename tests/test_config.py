@@ -83,6 +83,9 @@ def test_redaction() -> None:
     assert redact_url("rediss://h:1/0?password=pw&db=1") == "rediss://h:1/0?password=%2A%2A%2A&db=1"
     assert redact_url("memory://") == "memory://"
     assert "pw" not in repr(EmbeddingsCache(url="redis://:pw@localhost:6379/0"))
+    settings = Settings.resolve(url="redis://user:pw@localhost:6379/0")
+    assert "pw" not in repr(settings) and "pw" not in str(settings)
+    assert settings.url.endswith(":pw@localhost:6379/0")  # the real URL stays usable
 
 
 def test_readme_documents_every_variable() -> None:

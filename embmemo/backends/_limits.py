@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from ..errors import BackendError, InvalidInputError
+from ..errors import ValueTooLargeError
 from .base import Record
 
 T = TypeVar("T")
@@ -31,12 +31,6 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
-class ValueTooLargeError(InvalidInputError, BackendError):
-    """A value the backend cannot store: bad input for the direct API (InvalidInputError),
-    and for a decorated function a write the cache cannot take, so it fails open
-    (BackendError) instead of failing the call."""
-
-
 def record_chunks(records: Sequence[Record], max_value_bytes: int) -> Iterator[Sequence[Record]]:
     """Slices of records bounded by count and total value bytes; refuses oversize values first."""
     for record in records:
@@ -58,11 +52,12 @@ def record_chunks(records: Sequence[Record], max_value_bytes: int) -> Iterator[S
 
 
 class ReadChunker:
-    """Sizes read chunks from the largest value seen so far, so replies stay bounded.
+    """Sizes read chunks from the largest value of the last reply, so replies stay bounded.
 
     Call ``size()`` before each chunk: a reply with larger values shrinks the next chunk
-    of the same batch. ``shrink()`` is for a chunk the server dropped: the estimate was
-    too low (values larger than any seen so far), so it is raised eightfold at least.
+    of the same batch, one with smaller values lets it grow again (up to
+    ``MAX_KEYS_PER_CHUNK``). ``shrink()`` is for a chunk the server dropped: the estimate
+    was too low (values larger than any seen so far), so it is raised eightfold at least.
     """
 
     def __init__(self, assumed_value_bytes: int = 8 * 1024,
@@ -81,7 +76,7 @@ class ReadChunker:
         return self.size()
 
     def observe(self, values: Sequence[bytes | None]) -> None:
-        """Learn from a reply."""
+        """Learn from a reply (one with no value teaches nothing)."""
         largest = max((len(v) for v in values if v is not None), default=0)
-        if largest > self.largest_value:
+        if largest:
             self.largest_value = largest

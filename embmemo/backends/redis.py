@@ -72,7 +72,8 @@ def client_kwargs(timeout: float, overrides: Mapping[str, Any] | None) -> dict[s
         # connections); timeouts are not retried so a hung server costs one timeout.
         "retry": ("retry", 1),
         "max_connections": 64,
-        "pool_timeout": timeout,
+        # A busy pool is normal under load: wait longer for a connection than for a reply.
+        "pool_timeout": 5 * timeout,
         "health_check_interval": 0,
         "client_name": "embmemo",
     }
@@ -95,7 +96,7 @@ def _retry(kwargs: dict[str, Any], retry_class: Any) -> None:
 def _tls_defaults(url: str, kwargs: dict[str, Any]) -> None:
     """Verify the certificate and the host name on TLS, whatever redis-py's version defaults
     (redis-py 5 does not check the host name unless told to)."""
-    if urlsplit(url).scheme.lower() != "rediss":
+    if not urlsplit(url).scheme.lower().startswith("rediss"):  # rediss:// and rediss+cluster://
         return
     kwargs.setdefault("ssl_cert_reqs", "required")
     verifying = kwargs["ssl_cert_reqs"] not in (None, "none", ssl.CERT_NONE)

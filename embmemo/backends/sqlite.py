@@ -145,12 +145,34 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused a lock (SQLITE_BUSY / SQLITE_LOCKED) rather than failed."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _header(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(application_id, user_version, table count), read from one snapshot of the file."""
+    own = not conn.in_transaction
+    if own:  # else a process creating the schema could commit between the three reads
+        conn.execute("BEGIN")
+    try:
+        app_id: int = conn.execute("PRAGMA application_id").fetchone()[0]
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables: int = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    finally:
+        if own:
+            _rollback(conn)
+    return app_id, version, tables
+
+
 def _needs_schema(conn: sqlite3.Connection, path: str) -> bool:
     """Whether the file is empty (True) or a current embmemo cache (False); else raise."""
-    app_id: int = conn.execute("PRAGMA application_id").fetchone()[0]
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    app_id, version, tables = _header(conn)
     if app_id == 0 and version == 0:
-        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if tables:
             raise BackendError(
                 f"{path} is not an embmemo SQLite cache (it holds other tables); left untouched"
             )
@@ -223,22 +245,40 @@ class SQLiteBackend:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            fresh = _needs_schema(conn, self.path)  # reads the header before anything writes
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            if fresh:
-                conn.execute("BEGIN IMMEDIATE")
+            deadline = time.monotonic() + self._busy_timeout
+            delay = 0.002
+            while True:
                 try:
-                    if _needs_schema(conn, self.path):  # another process may have won
-                        for statement in _SCHEMA:
-                            conn.execute(statement)
-                    conn.execute("COMMIT")
-                finally:
+                    self._prepare(conn)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Processes opening a new file together can deadlock switching it to WAL
+                    # (each holds a read lock and wants the write lock); SQLite then fails
+                    # one at once instead of waiting, so it tries again, within the timeout.
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
                     _rollback(conn)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check the header, switch to WAL, create the schema if the file is new."""
+        fresh = _needs_schema(conn, self.path)  # reads the header before anything writes
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if fresh:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if _needs_schema(conn, self.path):  # another process may have won
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                conn.execute("COMMIT")
+            finally:
+                _rollback(conn)
 
     @contextmanager
     def _session(self, operation: str, write: bool) -> Iterator[sqlite3.Connection]:
