@@ -320,7 +320,7 @@ def decode_many(
                 raise ValueError
             if model_bytes is None:
                 model = value[model_start:meta_start].decode("utf-8", "surrogatepass")
-            elif value[model_start:meta_start] == model_bytes:
+            elif model_len == len(model_bytes) and value.startswith(model_bytes, model_start):
                 model = model_name  # type: ignore[assignment]
             else:
                 raise ValueError
