@@ -265,10 +265,16 @@ class RedisBackend(_RedisBase):
                                                              count=_SCAN_COUNT)]
 
     def close(self) -> None:
-        if self._client is not None and self._owns_client:
-            self._client.close()
-            self._client.connection_pool.disconnect()
-            self._client = None
+        client, self._client = self._client, None if self._owns_client else self._client
+        if client is not None and self._owns_client:
+            client.close()
+            # Idle connections only: a call another thread is making finishes normally
+            # (its connection is closed when the pool is collected). Older redis-py
+            # blocking pools take no argument and close everything.
+            try:
+                client.connection_pool.disconnect(inuse_connections=False)
+            except TypeError:
+                client.connection_pool.disconnect()
 
 
 class AsyncRedisBackend(_RedisBase):
