@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from typing import Any, TextIO
 
 import numpy as np
@@ -331,10 +332,8 @@ def _raw_sqlite(path: str) -> sqlite3.Connection:
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     try:
-        import hiredis
-
-        parser = f"hiredis {hiredis.__version__}"
-    except ImportError:
+        parser = f"hiredis {metadata.version('hiredis')}"
+    except metadata.PackageNotFoundError:
         parser = "pure-Python parser"
     return {
         "python": platform.python_version(),

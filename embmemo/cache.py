@@ -94,10 +94,10 @@ class _RecordEncoder:
         return Record(key, value, entry_ttl_ms)
 
 
-def _text_list(texts: object, what: str = "texts") -> Sequence[Text]:
+def _text_list(texts: object) -> Sequence[Text]:
     if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
         raise InvalidTypeError(
-            f"{what} must be a list or tuple of str/bytes, got {type(texts).__name__}"
+            f"texts must be a list or tuple of str/bytes, got {type(texts).__name__}"
         )
     return texts
 

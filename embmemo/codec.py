@@ -270,13 +270,6 @@ def encode(
     return b"".join((header, vector, trailer, crc.to_bytes(_CRC_SIZE, "little")))
 
 
-def record_ttl_ms(value: bytes) -> int:
-    """The TTL (ms) a record was written with, 0 for none or for a value that is no record."""
-    if len(value) < HEADER_SIZE or value[:4] != MAGIC:
-        return 0
-    return int.from_bytes(value[TTL_OFFSET:TTL_OFFSET + 8], "little")
-
-
 def decode_many(
     values: Sequence[bytes | None],
     keys: Sequence[str],

@@ -101,7 +101,7 @@ def test_round_trip(dim: int, dtype: str, text: str | bytes,
     assert entry.text == text and type(entry.text) is type(text)
     assert entry.metadata == (metadata or None)
     assert entry.ttl == (ttl_ms / 1000 if ttl_ms else None)
-    assert codec.record_ttl_ms(value) == ttl_ms
+    assert int.from_bytes(value[codec.TTL_OFFSET:codec.TTL_OFFSET + 8], "little") == ttl_ms
     assert entry.inserted_at == 1.5 and entry.entry_id == key[3:]
     assert codec.decode(value, key, digest, "other-model") is None
 
