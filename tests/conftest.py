@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import RedisClusterProcesses, RedisServer
+
+from embmemo import EmbeddingsCache
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -55,6 +59,37 @@ def cluster_url() -> Iterator[str]:
         yield cluster.url
     finally:
         cluster.stop()
+
+
+BACKENDS = ["memory", "sqlite", "redis", "cluster"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend of the contract in turn (a module may override this fixture)."""
+    if request.param == "memory":
+        return "memory://tests"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/tests.sqlite3"
+    fixture = "cluster_url" if request.param == "cluster" else "redis_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def make_cache(backend_url: str, namespace: str) -> Iterator[Callable[..., EmbeddingsCache]]:
+    """Builds caches on ``backend_url`` in the test's namespace; clears them afterwards."""
+    made: list[EmbeddingsCache] = []
+
+    def make(**kwargs: Any) -> EmbeddingsCache:
+        kwargs.setdefault("name", namespace)
+        cache = EmbeddingsCache(url=backend_url, **kwargs)
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        cache.clear()
+        cache.close()
 
 
 @pytest.fixture

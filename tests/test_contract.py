@@ -14,34 +14,7 @@ from embmemo import CacheEntry, EmbeddingsCache, InvalidInputError, InvalidTypeE
 from embmemo.backends import Record
 from embmemo.errors import EmbmemoError
 
-BACKENDS = ["memory", "sqlite", "redis", "cluster"]
 MODEL = "test/model-v1"
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    kind = request.param
-    if kind == "memory":
-        return "memory://contract"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path}/contract.sqlite3"
-    return str(request.getfixturevalue("cluster_url" if kind == "cluster" else "redis_url"))
-
-
-@pytest.fixture
-def make_cache(backend_url: str, namespace: str) -> Callable[..., EmbeddingsCache]:
-    made: list[EmbeddingsCache] = []
-
-    def make(**kwargs: object) -> EmbeddingsCache:
-        kwargs.setdefault("name", namespace)
-        cache = EmbeddingsCache(url=backend_url, **kwargs)  # type: ignore[arg-type]
-        made.append(cache)
-        return cache
-
-    yield make  # type: ignore[misc]
-    for cache in made:
-        cache.clear()
-        cache.close()
 
 
 @pytest.fixture(params=["sync", "async"])

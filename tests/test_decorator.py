@@ -52,30 +52,6 @@ class Recorder:
         return out
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "cluster"])
-def make_cache(request: pytest.FixtureRequest, namespace: str, tmp_path: Path
-               ) -> Callable[..., EmbeddingsCache]:
-    if request.param == "memory":
-        url = "memory://decorator"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/decorator.sqlite3"
-    else:
-        url = request.getfixturevalue("cluster_url" if request.param == "cluster"
-                                      else "redis_url")
-    caches: list[EmbeddingsCache] = []
-
-    def make(**kwargs: object) -> EmbeddingsCache:
-        kwargs.setdefault("name", namespace)
-        cache = EmbeddingsCache(url=url, **kwargs)  # type: ignore[arg-type]
-        caches.append(cache)
-        return cache
-
-    yield make  # type: ignore[misc]
-    for cache in caches:
-        cache.clear()
-        cache.close()
-
-
 @pytest.fixture
 def cache(make_cache: Callable[..., EmbeddingsCache]) -> EmbeddingsCache:
     return make_cache()
