@@ -189,8 +189,20 @@ class _Signature:
 class _Call:
     """One decorated call, bound and planned."""
 
-    __slots__ = ("args", "bound", "digests", "keys", "kwargs", "lookup_failed", "model_name",
-                 "params", "plan", "single", "text_arg", "wrapped")
+    __slots__ = (
+        "args",
+        "bound",
+        "degraded",
+        "digests",
+        "keys",
+        "kwargs",
+        "model_name",
+        "params",
+        "plan",
+        "single",
+        "text_arg",
+        "wrapped",
+    )
 
     def __init__(self, wrapped: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], bound: inspect.BoundArguments, text_arg: str,
@@ -207,7 +219,9 @@ class _Call:
         self.params = params
         self.keys: list[str] = []
         self.digests: list[bytes] = []
-        self.lookup_failed = False  # its texts are already counted as errors
+        # The backend failed during this call: its texts count as errors once, and no
+        # further write is tried (it would most likely cost another timeout).
+        self.degraded = False
 
 
 class _Memoizer:
@@ -354,9 +368,9 @@ class _Memoizer:
 
     def finish(self, call: _Call, rows: list[Any], hinted: OutputForm | None) -> Any:
         """The result in input order, in the function's own type."""
-        known = self.single_form if call.single else self.batch_form
-        form = known or hinted or (self.single_form if not call.single else None) \
-            or (self.batch_form if call.single else None) or DEFAULT_FORM
+        known, other = ((self.single_form, self.batch_form) if call.single
+                        else (self.batch_form, self.single_form))
+        form = known or hinted or other or DEFAULT_FORM
         if call.single:
             return _batch.build_single(rows[0], form)
         return _batch.build_batch(rows, call.plan.positions, form)
@@ -367,9 +381,9 @@ class _Memoizer:
         ``exc`` is None when the open breaker skipped the backend. Each text counts as
         one error per call, however many of the call's backend operations failed.
         """
-        if not call.lookup_failed:
+        if not call.degraded:
             self.counters.add(errors=texts)
-        call.lookup_failed = True
+        call.degraded = True
         if exc is None:
             return
         self.cache._breaker.record_failure()
@@ -378,9 +392,9 @@ class _Memoizer:
         _backend_log.warning("backend", "embmemo: cache unavailable, computing instead: %s", exc)
 
     def may_write(self, call: _Call, texts: int) -> bool:
-        """Whether to write back: not after this call's read failed (the write would most
-        likely cost another timeout), nor while the breaker is open."""
-        if call.lookup_failed:
+        """Whether to write back: not once the backend failed during this call, nor while
+        the breaker is open."""
+        if call.degraded:
             return False
         if not self.cache._breaker.allow():
             self.backend_failed(call, None, texts)
@@ -392,9 +406,9 @@ class _Memoizer:
         if not isinstance(exc, ValueTooLargeError):
             self.backend_failed(call, exc, texts)
             return
-        if not call.lookup_failed:
+        if not call.degraded:
             self.counters.add(errors=texts)
-        call.lookup_failed = True
+        call.degraded = True
         if self.raise_errors:
             raise exc
         _backend_log.warning("too-large", "embmemo: not caching an entry: %s", exc)
