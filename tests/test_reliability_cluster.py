@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 import pytest
+from servers import RedisClusterProcesses
 
 from embmemo import BackendError, EmbeddingsCache, cached_embedding
-from servers import RedisClusterProcesses
 
 MODEL = "cluster-fault-model"
 
