@@ -192,8 +192,13 @@ def test_a_read_only_file_fails_open(tmp_path: Path) -> None:
     path = tmp_path / "ro.sqlite3"
     writer = EmbeddingsCache(url=f"sqlite:///{path}")
     writer.set("stored", MODEL, vector_for("stored"))
+    writer.set("expiring", MODEL, vector_for("expiring"), ttl=3600)
     writer.close()
     with read_only(path):
         cache = EmbeddingsCache(url=f"sqlite:///{path}")
+        # Reads still work, even of entries whose TTL a read would slide (best effort).
+        entries = cache.mget(["stored", "expiring"], MODEL)
+        assert [e is not None for e in entries] == [True, True]
+        np.testing.assert_array_equal(entries[1].embedding, vector_for("expiring"))
         assert_fails_open_and_direct_api_raises(cache, "(?i)read-?only|permitted|denied")
         cache.close()

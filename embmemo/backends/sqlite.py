@@ -29,10 +29,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import BackendError, ConfigError
+from ..stats import RateLimitedLog
 from ._limits import chunks
 from .base import Record
 
 SCHEMA_VERSION = 1
+_refresh_log = RateLimitedLog()
 APPLICATION_ID = 0x454D424D  # b"EMBM": marks the file as ours in the SQLite header
 MIN_BUSY_TIMEOUT = 5.0
 """Seconds a statement waits for another writer's lock before failing."""
@@ -316,10 +318,15 @@ class SQLiteBackend:
         if refresh_ttl and slide:
             # A separate write transaction: upgrading a WAL read to a write can fail with
             # SQLITE_BUSY without waiting, and reads of TTL-less entries need no lock at all.
-            with self._session("TTL refresh", write=True) as conn:
-                now = time.time()
-                for chunk in chunks(slide, _KEYS_PER_STATEMENT):
-                    conn.execute(_sql(_SLIDE, len(chunk)), (now, *chunk, now))
+            # It is best effort: values already read are returned even if the file cannot
+            # be written (read-only, full, locked past the busy timeout).
+            try:
+                with self._session("TTL refresh", write=True) as conn:
+                    now = time.time()
+                    for chunk in chunks(slide, _KEYS_PER_STATEMENT):
+                        conn.execute(_sql(_SLIDE, len(chunk)), (now, *chunk, now))
+            except BackendError as exc:
+                _refresh_log.warning("sqlite-refresh", "embmemo: TTL refresh skipped: %s", exc)
         return [found.get(key) for key in keys]
 
     def set_many(self, records: Sequence[Record]) -> None:
