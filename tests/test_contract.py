@@ -185,15 +185,15 @@ async def test_reads_slide_the_ttl_each_entry_was_written_with(
     make_cache: Callable[..., EmbeddingsCache],
 ) -> None:
     cache = make_cache(ttl=60)
-    short = cache.set("short", MODEL, [1.0], ttl=0.6)
+    short = cache.set("short", MODEL, [1.0], ttl=1.0)
     forever_cache = make_cache(name=cache.name + "x")
     forever = forever_cache.set("forever", MODEL, [2.0])
-    for _ in range(3):
-        time.sleep(0.3)
-        assert cache.get_by_key(short) is not None  # each read gives 0.6 s again
+    for _ in range(3):  # 1.35 s in all: alive only because each read gives 1 s again
+        time.sleep(0.45)
+        assert cache.get_by_key(short) is not None
     assert cache.mget(["short"], MODEL)[0] is not None
-    time.sleep(0.8)
-    assert cache.exists_by_key(short) is False  # refreshed to 0.6 s, not to the 60 s default
+    time.sleep(1.3)
+    assert cache.exists_by_key(short) is False  # refreshed to its 1 s, not the 60 s default
     assert forever_cache.get_by_key(forever).ttl is None
 
 
@@ -209,10 +209,10 @@ async def test_exists_and_disabled_refresh_do_not_slide(
 
 
 async def test_async_refresh_slides_too(make_cache: Callable[..., EmbeddingsCache]) -> None:
-    cache = make_cache(ttl=0.6)
+    cache = make_cache(ttl=1.0)
     key = await cache.aset("t", MODEL, [1.0])
-    for _ in range(3):
-        await asyncio.sleep(0.3)
+    for _ in range(3):  # 1.35 s in all
+        await asyncio.sleep(0.45)
         assert await cache.aget_by_key(key) is not None
     await cache.aclose()
 
