@@ -119,3 +119,21 @@ def test_a_fresh_process_caches_to_the_user_directory_and_another_reads_it(
                             text=True, check=True)
     assert second.stdout.splitlines() == ["[[3.0, 0.5], [9.0, 0.5]]", "[9.0, 0.5]"]
     assert default_url() != f"sqlite:///{db}"  # this process keeps its own test directory
+
+
+def test_a_missing_backend_dependency_is_a_one_line_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sqlite(name: str, *args: object, **kwargs: object) -> object:
+        if name == "sqlite3":
+            raise ImportError("No module named 'sqlite3'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.delitem(sys.modules, "embmemo.backends.sqlite", raising=False)
+    monkeypatch.delitem(sys.modules, "sqlite3", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_sqlite)
+    with pytest.raises(ConfigError, match=r"sqlite:// backend needs the sqlite3 module") as caught:
+        EmbeddingsCache(url="sqlite:////tmp/x.sqlite3").get("t", "m")
+    assert "\n" not in str(caught.value)

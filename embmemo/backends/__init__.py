@@ -21,15 +21,18 @@ __all__ = [
     "wrap_client",
 ]
 
-# scheme -> (module, sync class, async class, what to install if the import fails)
+_REDIS_HINT = "redis-py: pip install 'redis>=5.0.1'"
+_SQLITE_HINT = "the sqlite3 module, which this Python was built without"
+
+# scheme -> (module, sync class, async class, what is missing if the import fails)
 _REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "memory": ("memory", "MemoryBackend", "AsyncMemoryBackend", ""),
-    "redis": ("redis", "RedisBackend", "AsyncRedisBackend", "redis>=5"),
-    "rediss": ("redis", "RedisBackend", "AsyncRedisBackend", "redis>=5"),
-    "unix": ("redis", "RedisBackend", "AsyncRedisBackend", "redis>=5"),
-    "redis+cluster": ("cluster", "ClusterBackend", "AsyncClusterBackend", "redis>=5"),
-    "rediss+cluster": ("cluster", "ClusterBackend", "AsyncClusterBackend", "redis>=5"),
-    "sqlite": ("sqlite", "SQLiteBackend", "AsyncSQLiteBackend", "a Python built with sqlite3"),
+    "redis": ("redis", "RedisBackend", "AsyncRedisBackend", _REDIS_HINT),
+    "rediss": ("redis", "RedisBackend", "AsyncRedisBackend", _REDIS_HINT),
+    "unix": ("redis", "RedisBackend", "AsyncRedisBackend", _REDIS_HINT),
+    "redis+cluster": ("cluster", "ClusterBackend", "AsyncClusterBackend", _REDIS_HINT),
+    "rediss+cluster": ("cluster", "ClusterBackend", "AsyncClusterBackend", _REDIS_HINT),
+    "sqlite": ("sqlite", "SQLiteBackend", "AsyncSQLiteBackend", _SQLITE_HINT),
 }
 
 
@@ -39,10 +42,7 @@ def _backend_class(url: str, asynchronous: bool) -> tuple[str, Any]:
     try:
         module = importlib.import_module(f"{__name__}.{module_name}")
     except ImportError as exc:
-        raise ConfigError(
-            f"the {scheme}:// backend needs {requirement} ({exc}); "
-            f"install it, for example: pip install 'embmemo'"
-        ) from None
+        raise ConfigError(f"the {scheme}:// backend needs {requirement} ({exc})") from None
     return scheme, getattr(module, async_name if asynchronous else sync_name)
 
 
