@@ -33,7 +33,7 @@ from .errors import (
     InvalidTypeError,
     ValueTooLargeError,
 )
-from .keys import Text, UncanonicalValueError, canonical_params
+from .keys import Text, UncanonicalValueError
 from .stats import CacheInfo, Counters, RateLimitedLog
 
 if TYPE_CHECKING:
@@ -310,21 +310,21 @@ class _Memoizer:
         if spec.var_keyword in params and self.ignore:  # ignore= applies inside **kwargs too
             params[spec.var_keyword] = {k: v for k, v in params[spec.var_keyword].items()
                                         if k not in self.ignore}
-        for arg_name, arg_value in params.items():
-            try:
-                canonical_params({arg_name: arg_value})
-            except UncanonicalValueError:
-                raise InvalidTypeError(
-                    f"{self.label}: argument {arg_name!r} ({type(arg_value).__name__}) has no "
-                    f"stable canonical form to key the cache on; if it does not change the "
-                    f"output, pass ignore=({arg_name!r},) to @cached_embedding") from None
         model_name = self.model if isinstance(self.model, str) else self.model(instance)
         if not isinstance(model_name, str) or not model_name:
             raise InvalidInputError(f"{self.label}: the model callable must return a non-empty "
                                     f"str, got {model_name!r}")
         call = _Call(wrapped, args, kwargs, bound, spec.text_arg, single, _batch.plan(texts),
                      model_name, params)
-        call.keys, call.digests = self.cache._request_keys(call.plan.unique, model_name, params)
+        try:
+            call.keys, call.digests = self.cache._request_keys(call.plan.unique, model_name,
+                                                               params)
+        except UncanonicalValueError as exc:
+            name = exc.parameter
+            raise InvalidTypeError(
+                f"{self.label}: argument {name!r} ({type(params.get(name or '')).__name__}) has "
+                f"no stable canonical form to key the cache on; if it does not change the "
+                f"output, pass ignore=({name!r},) to @cached_embedding") from None
         return call
 
     def invoke(self, call: _Call, texts: list[Text]) -> Any:

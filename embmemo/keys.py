@@ -56,7 +56,12 @@ def text_digest(hasher: _Hash, tag: bytes, content: bytes) -> bytes:
 
 
 class UncanonicalValueError(InvalidTypeError):
-    """A parameter value has no stable canonical form (so it cannot be part of a key)."""
+    """A parameter value has no stable canonical form (so it cannot be part of a key).
+
+    ``parameter`` names the top-level parameter whose value (or part of it) is at fault.
+    """
+
+    parameter: str | None = None
 
 
 def _canonical(value: object, path: str) -> bytes:
@@ -94,7 +99,17 @@ def _canonical(value: object, path: str) -> bytes:
 
 def canonical_params(params: Mapping[str, object]) -> bytes:
     """Encode output-affecting parameters canonically (sorted, type-tagged)."""
-    return _canonical(dict(params), "params")
+    for name in params:
+        if not isinstance(name, str):
+            raise UncanonicalValueError(f"params has a non-str key {name!r}")
+    parts = []
+    for name, value in sorted(params.items()):
+        try:
+            parts.append(_length_prefixed(name.encode()) + _canonical(value, f"params[{name!r}]"))
+        except UncanonicalValueError as exc:
+            exc.parameter = name
+            raise
+    return b"d" + len(parts).to_bytes(8, "big") + b"".join(parts)
 
 
 def model_identity(model_name: str, params: Mapping[str, object] | None = None) -> bytes:
