@@ -300,9 +300,14 @@ class EmbeddingsCache:
         digests: Sequence[bytes],
         values: Sequence[bytes | None],
         model_name: str | None,
+        corrupt_also_to: Counters | None = None,
     ) -> list[CacheEntry | None]:
+        """Decode and verify; count hits, misses and corrupt values (corrupt ones also in
+        ``corrupt_also_to``, the decorator's counters)."""
         entries, corrupt = codec.decode_many(values, keys, digests, model_name)
         if corrupt:
+            if corrupt_also_to is not None:
+                corrupt_also_to.add(corrupt=corrupt)
             _corrupt_log.warning(
                 "corrupt", "embmemo: ignored %d stored value(s) that failed verification, "
                 "e.g. %s", corrupt,

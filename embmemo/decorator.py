@@ -466,11 +466,8 @@ class _Memoizer:
     def decoded(self, call: _Call, keys: list[str], digests: list[bytes],
                 values: list[bytes | None]) -> list[Any]:
         self.cache._breaker.record_success()
-        entries = self.cache._decode(keys, digests, values, call.model_name)
-        corrupt = sum(1 for v, e in zip(values, entries) if v is not None and e is None)
-        if corrupt:
-            self.counters.add(corrupt=corrupt)
-        return entries
+        return self.cache._decode(keys, digests, values, call.model_name,
+                                  corrupt_also_to=self.counters)
 
     # -- sync path ------------------------------------------------------------------------
 
