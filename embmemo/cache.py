@@ -29,7 +29,7 @@ from .breaker import CircuitBreaker
 from .codec import CacheEntry
 from .config import Settings, ttl_ms, ttl_seconds
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
-from .keys import KeyScheme, Text, encode_text, model_identity, text_digest
+from .keys import KeyScheme, Text, encode_text, identity_prefix, model_identity, text_digest
 from .stats import CacheInfo, Counters, RateLimitedLog
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class _RecordEncoder:
         known = None if model_params else self._models.get(model_name)
         if known is None:
             identity = model_identity(model_name, model_params)
-            known = (KeyScheme.hasher(identity), model_name.encode("utf-8", "surrogatepass"))
+            known = (identity_prefix(identity), model_name.encode("utf-8", "surrogatepass"))
             if not model_params:  # params dicts may be mutated between items: not kept
                 self._models[model_name] = known
         return known
@@ -82,10 +82,10 @@ class _RecordEncoder:
         output_hint: int = 0,
     ) -> Record:
         """One validated, encoded record."""
-        hasher, model_bytes = self._model(model_name, model_params)
+        key_prefix, model_bytes = self._model(model_name, model_params)
         tag, text_bytes = encode_text(text)
         vector, dimension = codec.vector_bytes(embedding, self.dtype)
-        digest = text_digest(hasher, tag, text_bytes)
+        digest = text_digest(key_prefix, tag, text_bytes)
         key = self.prefix + digest.hex()
         value = codec.encode(
             digest, tag == b"b", text_bytes, model_bytes, vector, dimension, self.dtype,
@@ -300,11 +300,13 @@ class EmbeddingsCache:
         digests: Sequence[bytes],
         values: Sequence[bytes | None],
         model_name: str | None,
+        texts: Sequence[Text] | None = None,
         corrupt_also_to: Counters | None = None,
     ) -> list[CacheEntry | None]:
         """Decode and verify; count hits, misses and corrupt values (corrupt ones also in
-        ``corrupt_also_to``, the decorator's counters)."""
-        entries, corrupt = codec.decode_many(values, keys, digests, model_name)
+        ``corrupt_also_to``, the decorator's counters). ``texts``: what the keys were
+        computed from, when they were."""
+        entries, corrupt = codec.decode_many(values, keys, digests, model_name, texts)
         if corrupt:
             if corrupt_also_to is not None:
                 corrupt_also_to.add(corrupt=corrupt)
@@ -421,9 +423,10 @@ class EmbeddingsCache:
         self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
     ) -> list[CacheEntry | None]:
         """Entries for many texts of one model, in input order (None for misses)."""
-        keys, digests = self._request_keys(_text_list(texts), model_name, model_params)
+        texts = _text_list(texts)
+        keys, digests = self._request_keys(texts, model_name, model_params)
         values = self._sync().get_many(keys, self.refresh_ttl_on_read) if keys else []
-        return self._decode(keys, digests, values, model_name)
+        return self._decode(keys, digests, values, model_name, texts)
 
     def mexists(
         self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
@@ -538,9 +541,10 @@ class EmbeddingsCache:
         self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
     ) -> list[CacheEntry | None]:
         """Async ``mget``."""
-        keys, digests = self._request_keys(_text_list(texts), model_name, model_params)
+        texts = _text_list(texts)
+        keys, digests = self._request_keys(texts, model_name, model_params)
         values = await self._async().get_many(keys, self.refresh_ttl_on_read) if keys else []
-        return self._decode(keys, digests, values, model_name)
+        return self._decode(keys, digests, values, model_name, texts)
 
     async def amexists(
         self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None

@@ -18,7 +18,7 @@ One stored value per entry, self-describing and verified on every read::
     40     8    inserted_at, unix seconds (float64)
     48     32   SHA-256 digest of the key this value belongs to
     80     ...  vector (little-endian), text, model name, metadata JSON
-    end-4  4    CRC-32 of everything before it, little-endian
+    end-4  4    CRC-32C (Castagnoli) of everything before it, little-endian
 
 The header is 80 bytes so the vector starts 8-byte aligned. The digest rejects a value
 copied from another key; the CRC rejects truncation and bit flips anywhere, so a damaged
@@ -33,26 +33,32 @@ import functools
 import json
 import math
 import struct
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from google_crc32c import extend as crc32c_extend
+from google_crc32c import value as crc32c
 
+from ._native import load_speedups
 from .errors import InvalidInputError, InvalidTypeError
 from .keys import Text
 
+_speedups = load_speedups()
+
 MAGIC = b"EMBM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: CRC-32C trailer (1 had zlib's CRC-32); other versions read as misses."""
 HEADER = struct.Struct("<4sBBBxIIIIH6xQd32s")
 HEADER_SIZE = HEADER.size
 _CRC_SIZE = 4
-_CRC_RESIDUE = 0x2144DF1C  # zlib.crc32(data + crc32(data) as 4 little-endian bytes)
+_CRC_RESIDUE = 0x48674BC7  # crc32c(data + crc32c(data) as 4 little-endian bytes)
 TTL_OFFSET = 32
+"""Byte offset of the little-endian uint64 TTL (ms), for server-side scripts."""
 MAX_TTL_MS = 2**47
 """The longest TTL (about 4,400 years): what Redis accepts, and exact in a Lua double."""
-"""Byte offset of the little-endian uint64 TTL (ms), for server-side scripts."""
 
 _FLAG_BYTES_TEXT = 1
 _FLAG_METADATA = 2
@@ -66,6 +72,8 @@ _DTYPE_CODES = {"float16": 1, "float32": 2, "float64": 3}
 _DTYPE_BY_CODE = {code: DTYPES[name] for name, code in _DTYPE_CODES.items()}
 _CODE_BY_DTYPE = {DTYPES[name]: code for name, code in _DTYPE_CODES.items()}
 
+_ENTRY_INIT_FIELDS = ("key", "text", "model_name", "embedding", "metadata", "inserted_at", "ttl",
+                      "output_hint")
 _FIELDS = ("entry_id", "key", "text", "model_name", "embedding", "metadata", "inserted_at", "ttl")
 
 
@@ -107,6 +115,7 @@ class CacheEntry(Mapping[str, Any]):
         ttl: float | None,
         output_hint: int = 0,
     ) -> None:
+        # Assignments only: the C decoder fills these slots without calling __init__.
         self.key = key
         self.text = text
         self.model_name = model_name
@@ -266,7 +275,7 @@ def encode(
         digest,
     )
     trailer = text + model + metadata
-    crc = zlib.crc32(trailer, zlib.crc32(vector, zlib.crc32(header)))
+    crc = crc32c_extend(crc32c_extend(crc32c(header), vector), trailer)
     return b"".join((header, vector, trailer, crc.to_bytes(_CRC_SIZE, "little")))
 
 
@@ -275,23 +284,29 @@ def decode_many(
     keys: Sequence[str],
     digests: Sequence[bytes],
     model_name: str | None = None,
+    texts: Sequence[Text] | None = None,
 ) -> tuple[list[CacheEntry | None], int]:
     """Decode and verify a batch of records; returns the entries and how many were corrupt.
 
     A missing value (None) is a miss; a value that fails any check (length, magic,
     version, dtype, the key digest, ``model_name`` when given, the CRC, its text or
-    metadata encoding) is a miss that counts as corrupt. This loop is the read hot path,
-    so it is written flat.
+    metadata encoding) is a miss that counts as corrupt. ``texts``, when the keys were
+    computed from them, are the entries' texts: the digest check has proven the stored
+    text is the same, so it is not decoded again. This loop is the read hot path, so it
+    is written flat (and also in C, see ``_speedups.c``).
     """
+    model_bytes = model_name.encode("utf-8", "surrogatepass") if model_name is not None else None
+    if _speedups is not None:
+        return _speedups.decode_many(values, keys, digests, model_bytes, model_name, texts)
     entries: list[CacheEntry | None] = []
     append = entries.append
     unpack = HEADER.unpack_from
-    crc32 = zlib.crc32
     frombuffer = np.frombuffer
     dtypes = _DTYPE_BY_CODE
-    model_bytes = model_name.encode("utf-8", "surrogatepass") if model_name is not None else None
     corrupt = 0
-    for value, key, digest in zip(values, keys, digests):
+    for value, key, digest, known_text in zip(
+        values, keys, digests, texts if texts is not None else repeat(None)
+    ):
         if value is None:
             append(None)
             continue
@@ -308,7 +323,7 @@ def decode_many(
                 and version == FORMAT_VERSION
                 and dim
                 and meta_start + meta_len + _CRC_SIZE == len(value)
-                and crc32(value) == _CRC_RESIDUE
+                and crc32c(value) == _CRC_RESIDUE
             ):
                 raise ValueError
             if model_bytes is None:
@@ -317,9 +332,12 @@ def decode_many(
                 model = model_name  # type: ignore[assignment]
             else:
                 raise ValueError
-            raw_text = value[text_start:model_start]
-            text: Text = (raw_text if flags & _FLAG_BYTES_TEXT
-                          else raw_text.decode("utf-8", "surrogatepass"))
+            if known_text is not None:
+                text: Text = known_text
+            elif flags & _FLAG_BYTES_TEXT:
+                text = value[text_start:model_start]
+            else:
+                text = value[text_start:model_start].decode("utf-8", "surrogatepass")
             metadata = json.loads(value[meta_start:-_CRC_SIZE]) if meta_len else None
             if metadata is not None and type(metadata) is not dict:
                 raise ValueError
@@ -339,3 +357,14 @@ def decode(
 ) -> CacheEntry | None:
     """Decode and verify one record; None when it is not a valid entry for ``key``."""
     return decode_many([value], [key], [digest], model_name)[0][0]
+
+
+if _speedups is not None:
+    # The C decoder indexes dtypes by code and sizes them as 1 << code; it fills a
+    # CacheEntry's slots itself, in the order __init__ takes them.
+    assert all(dtype.itemsize == 1 << code for code, dtype in _DTYPE_BY_CODE.items())
+    _speedups.configure(
+        CacheEntry, _ENTRY_INIT_FIELDS, np.frombuffer,
+        tuple(_DTYPE_BY_CODE.get(code) for code in range(max(_DTYPE_BY_CODE) + 1)),
+        crc32c, json.loads, _CRC_RESIDUE, FORMAT_VERSION,
+    )

@@ -463,10 +463,12 @@ class _Memoizer:
             return call.keys, call.digests
         return [call.keys[i] for i in indexes], [call.digests[i] for i in indexes]
 
-    def decoded(self, call: _Call, keys: list[str], digests: list[bytes],
+    def decoded(self, call: _Call, indexes: list[int], keys: list[str], digests: list[bytes],
                 values: list[bytes | None]) -> list[Any]:
         self.cache._breaker.record_success()
-        return self.cache._decode(keys, digests, values, call.model_name,
+        unique = call.plan.unique
+        texts = unique if len(indexes) == len(unique) else [unique[i] for i in indexes]
+        return self.cache._decode(keys, digests, values, call.model_name, texts,
                                   corrupt_also_to=self.counters)
 
     # -- sync path ------------------------------------------------------------------------
@@ -512,7 +514,7 @@ class _Memoizer:
         except BackendError as exc:
             self.backend_failed(call, exc, len(keys))
             return [None] * len(keys)
-        return self.decoded(call, keys, digests, values)
+        return self.decoded(call, indexes, keys, digests, values)
 
     def compute_sync(self, call: _Call, indexes: list[int], rows: list[Any]) -> tuple[int, Any]:
         output: Any = None
@@ -578,7 +580,7 @@ class _Memoizer:
         except BackendError as exc:
             self.backend_failed(call, exc, len(keys))
             return [None] * len(keys)
-        return self.decoded(call, keys, digests, values)
+        return self.decoded(call, indexes, keys, digests, values)
 
     async def compute_async(self, call: _Call, indexes: list[int],
                             rows: list[Any]) -> tuple[int, Any]:

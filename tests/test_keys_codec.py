@@ -33,6 +33,20 @@ def record(text: str | bytes, vector: np.ndarray, dtype: str = "float32",
     return keys[0], digests[0], value
 
 
+def test_keys_are_stable_across_releases() -> None:
+    # Pinned: a change here orphans every stored entry (bump KEY_SCHEMA_VERSION instead).
+    keys, digests = KeyScheme("emb").keys(
+        ["hello", b"hello", "caf\u00e9 \udc80"],
+        model_identity("text-embedding-3-small", {"dimensions": 256}),
+    )
+    assert keys == [
+        "emb:c477715f237a82af3256ce239fbd0c03598bd7dcb8fe24164e6c60871ad2000b",
+        "emb:7a7549d6aef0ea54e2021826c29b172e0004d22aa02148d6211cca224d46cbf0",
+        "emb:3f94d79d7a6d32666d55af2061869648ddaf31f6ed604058190805bb72b48f5e",
+    ]
+    assert [d.hex() for d in digests] == [k[4:] for k in keys]
+
+
 def test_key_shape_and_no_raw_text() -> None:
     key = key_of("secret question")
     assert key.startswith("ns:") and len(key) == 3 + 64

@@ -115,6 +115,17 @@ def _dropped_mid_reply(exc: redis.exceptions.ConnectionError) -> bool:
     return "connecting to" not in message and "No connection available" not in message
 
 
+def _queue_sets(pipe: Any, records: Sequence[Record]) -> None:
+    """SET ... PX for each record, queued as raw commands: ``pipe.set()`` re-checks and
+    rebuilds its arguments per call, which costs a quarter of a pipelined write."""
+    queue = pipe.execute_command
+    for key, value, ttl_ms in records:
+        if ttl_ms is None:
+            queue("SET", key, value)
+        else:
+            queue("SET", key, value, "PX", ttl_ms)
+
+
 def _check_binary_client(client: Any) -> None:
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", {}) if pool is not None else {}
@@ -224,8 +235,7 @@ class RedisBackend(_RedisBase):
         with self._errors("write"):
             for chunk in record_chunks(records, self.max_value_bytes):
                 pipe = client.pipeline(transaction=False)
-                for key, value, ttl_ms in chunk:
-                    pipe.set(key, value, px=ttl_ms)
+                _queue_sets(pipe, chunk)
                 pipe.execute()
 
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
@@ -351,8 +361,7 @@ class AsyncRedisBackend(_RedisBase):
         with self._errors("write"):
             for chunk in record_chunks(records, self.max_value_bytes):
                 pipe = client.pipeline(transaction=False)
-                for key, value, ttl_ms in chunk:
-                    pipe.set(key, value, px=ttl_ms)
+                _queue_sets(pipe, chunk)
                 await pipe.execute()
 
     async def exists_many(self, keys: Sequence[str]) -> list[bool]:
