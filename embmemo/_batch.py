@@ -195,15 +195,17 @@ def build_batch(rows: Sequence[npt.NDArray[Any]], positions: Sequence[int],
     if form.container == "ndarray":
         if not rows:
             return np.empty((0, 0), dtype=form.dtype or np.float32)
-        try:
-            matrix = np.stack(rows if len(positions) == len(rows)
-                              else [rows[p] for p in positions])
-        except ValueError:
+        dimensions = {r.shape[0] for r in rows}
+        if len(dimensions) > 1:
             raise EmbeddingOutputError(
                 f"cached and computed embeddings have different dimensions "
-                f"{sorted({r.shape[0] for r in rows})}; the model's output changed under the "
+                f"{sorted(dimensions)}; the model's output changed under the "
                 "same model name (clear the cache)"
-            ) from None
+            )
+        # One copy into the result; np.stack would also make a 2-D view of every row.
+        matrix = np.concatenate(rows if len(positions) == len(rows)
+                                else [rows[p] for p in positions])
+        matrix = matrix.reshape(len(positions), dimensions.pop())
         return matrix.astype(form.dtype or matrix.dtype, copy=False)
     if form.row == "ndarray":
         dtype = form.dtype

@@ -315,7 +315,9 @@ class EmbeddingsCache:
                 "e.g. %s", corrupt,
                 next(k for k, v, e in zip(keys, values, entries) if v is not None and e is None),
             )
-        hits = len(entries) - entries.count(None)
+        # Counting None among the values, not the entries: a CacheEntry's __eq__ would run
+        # for every hit.
+        hits = len(entries) - values.count(None) - corrupt
         self._counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt)
         return entries
 
