@@ -77,6 +77,6 @@ class ReadChunker:
 
     def observe(self, values: Sequence[bytes | None]) -> None:
         """Learn from a reply (one with no value teaches nothing)."""
-        largest = max((len(v) for v in values if v is not None), default=0)
+        largest = max(map(len, filter(None, values)), default=0)  # None: a miss
         if largest:
             self.largest_value = largest

@@ -1,9 +1,12 @@
 """Redis storage: ``redis://``, ``rediss://`` (TLS), ``unix://``, or a client you pass in.
 
-Reads are one MGET per chunk; when hits' TTLs slide, the same pipeline carries a script
+Reads are one MGET per chunk; when hits' TTLs slide, the same request carries a script
 that re-applies, server-side, the TTL each record was written with, so the refresh costs
-no extra round trip. Only SET, MGET, EXISTS, UNLINK, SCAN and EVALSHA/SCRIPT LOAD are sent
-(the script calls GETRANGE and PEXPIRE).
+no extra round trip. Chunks go out on one connection with the next chunk always sent
+before the current reply is read, so the server works on one while the client parses the
+other (a quarter off a 1,000-entry read), and never more than two replies are pending.
+Only SET, MGET, EXISTS, UNLINK, SCAN and EVALSHA/SCRIPT LOAD are sent (the script calls
+GETRANGE and PEXPIRE).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import hashlib
 import os
 import re
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +31,14 @@ from redis.retry import Retry as SyncRetry
 from .. import codec
 from ..config import redact_url
 from ..errors import BackendError, ConfigError
-from ._limits import MAX_KEYS_PER_CHUNK, MAX_VALUE_BYTES, ReadChunker, chunks, record_chunks
+from ._limits import (
+    MAX_KEYS_PER_CHUNK,
+    MAX_READ_CHUNK_BYTES,
+    MAX_VALUE_BYTES,
+    ReadChunker,
+    chunks,
+    record_chunks,
+)
 from .base import Record
 
 _UNLINK_BATCH = 500
@@ -115,6 +126,32 @@ def _dropped_mid_reply(exc: redis.exceptions.ConnectionError) -> bool:
     return "connecting to" not in message and "No connection available" not in message
 
 
+class _Window:
+    """The chunks of one batch read, cut as they are sent (so each is sized by the replies
+    read so far), and the chunks sent whose replies are still to be read."""
+
+    def __init__(self, keys: Sequence[str], chunk_size: Callable[[], int],
+                 refresh_ttl: bool) -> None:
+        self.keys = keys
+        self.chunk_size = chunk_size
+        self.refresh_ttl = refresh_ttl
+        self.sent = 0
+        self.pending: deque[Sequence[str]] = deque()
+        self.unrefreshed: list[Sequence[str]] = []  # chunks the server lacked the script for
+
+    def next_request(self, conn: Any) -> Any:
+        """The next chunk's commands, packed for ``conn``; None when all are sent."""
+        if self.sent >= len(self.keys):
+            return None
+        chunk = self.keys[self.sent:self.sent + self.chunk_size()]
+        self.sent += len(chunk)
+        self.pending.append(chunk)
+        commands: list[tuple[Any, ...]] = [("MGET", *chunk)]
+        if self.refresh_ttl:
+            commands.append(("EVALSHA", REFRESH_TTL_SHA, len(chunk), *chunk))
+        return conn.pack_commands(commands)
+
+
 def _queue_sets(pipe: Any, records: Sequence[Record]) -> None:
     """SET ... PX for each record, queued as raw commands: ``pipe.set()`` re-checks and
     rebuilds its arguments per call, which costs a quarter of a pipelined write."""
@@ -152,7 +189,8 @@ class _RedisBase:
             s for s in (self._kwargs.get("password"), pool_kwargs.get("password")) if s
         ]
         self.max_value_bytes = MAX_VALUE_BYTES
-        self._read_chunker = ReadChunker()
+        # Two replies may be pending at once: each gets half of the reply budget.
+        self._read_chunker = ReadChunker(budget=MAX_READ_CHUNK_BYTES // 2)
 
     @contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
@@ -197,38 +235,49 @@ class RedisBackend(_RedisBase):
         client = self._redis()
         out: list[bytes | None] = []
         with self._errors("read"):
-            while len(out) < len(keys):
-                chunk = keys[len(out):len(out) + self._read_chunker.size()]
-                try:
-                    values = self._read(client, chunk, refresh_ttl)
-                except redis.exceptions.ConnectionError as exc:
-                    if len(chunk) == 1 or not _dropped_mid_reply(exc):
-                        raise
-                    # Likely an output buffer limit: values larger than estimated. Once,
-                    # in smaller chunks; a second drop is an outage and is raised.
-                    values = []
-                    for piece in chunks(chunk, self._read_chunker.shrink(len(chunk))):
-                        values.extend(self._read(client, piece, refresh_ttl))
-                out.extend(values)
+            try:
+                self._read(client, _Window(keys, self._read_chunker.size, refresh_ttl), out)
+            except redis.exceptions.ConnectionError as exc:
+                if not _dropped_mid_reply(exc):
+                    raise
+                # A pooled connection the server had closed (it restarted), or a reply
+                # over the server's output buffer limit (values larger than estimated).
+                # Once more for the rest, in smaller chunks; a second drop is raised.
+                rest = keys[len(out):]
+                smaller = self._read_chunker.shrink(min(len(rest), self._read_chunker.size()))
+                self._read(client, _Window(rest, lambda: smaller, refresh_ttl), out)
         return out
 
-    def _read(self, client: redis.Redis, chunk: Sequence[str],
-              refresh_ttl: bool) -> list[bytes | None]:
-        """One chunk: MGET, and the TTL refresh script in the same round trip."""
-        if refresh_ttl:
-            pipe = client.pipeline(transaction=False)
-            pipe.mget(chunk)
-            pipe.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
-            values, refreshed = pipe.execute(raise_on_error=False)
-            if isinstance(refreshed, redis.exceptions.NoScriptError):
-                client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
+    def _read(self, client: redis.Redis, window: _Window, out: list[bytes | None]) -> None:
+        """Send chunk n+1, read chunk n's replies into ``out``, repeat; then load the
+        refresh script if the server had not got it, and refresh what it missed."""
+        pool: Any = client.connection_pool  # redis-py leaves its connection API untyped
+        conn = pool.get_connection()
+        try:
+            while True:
+                request = window.next_request(conn)  # chunk n+1 goes out before n is read
+                if request is not None:
+                    conn.send_packed_command(request)
+                if not window.pending:
+                    break
+                chunk = window.pending.popleft()
+                values = conn.read_response()
+                if window.refresh_ttl:
+                    try:
+                        conn.read_response()
+                    except redis.exceptions.NoScriptError:
+                        window.unrefreshed.append(chunk)
+                self._read_chunker.observe(values)
+                out.extend(values)
+        except BaseException:
+            conn.disconnect()  # replies may be in flight: never hand them to the next user
+            raise
+        finally:
+            pool.release(conn)
+        if window.unrefreshed:
+            client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
+            for chunk in window.unrefreshed:
                 client.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
-            elif isinstance(values, Exception) or isinstance(refreshed, Exception):
-                raise values if isinstance(values, Exception) else refreshed
-        else:
-            values = client.mget(chunk)
-        self._read_chunker.observe(values)
-        return list(values)
 
     def set_many(self, records: Sequence[Record]) -> None:
         client = self._redis()
@@ -325,36 +374,48 @@ class AsyncRedisBackend(_RedisBase):
         client = self._redis()
         out: list[bytes | None] = []
         with self._errors("read"):
-            while len(out) < len(keys):
-                chunk = keys[len(out):len(out) + self._read_chunker.size()]
-                try:
-                    values = await self._read(client, chunk, refresh_ttl)
-                except redis.exceptions.ConnectionError as exc:
-                    if len(chunk) == 1 or not _dropped_mid_reply(exc):
-                        raise
-                    values = []  # see RedisBackend.get_many
-                    for piece in chunks(chunk, self._read_chunker.shrink(len(chunk))):
-                        values.extend(await self._read(client, piece, refresh_ttl))
-                out.extend(values)
+            try:
+                await self._read(client, _Window(keys, self._read_chunker.size, refresh_ttl), out)
+            except redis.exceptions.ConnectionError as exc:
+                if not _dropped_mid_reply(exc):
+                    raise
+                rest = keys[len(out):]  # see RedisBackend.get_many
+                smaller = self._read_chunker.shrink(min(len(rest), self._read_chunker.size()))
+                await self._read(client, _Window(rest, lambda: smaller, refresh_ttl), out)
         return out
 
-    async def _read(self, client: aioredis.Redis, chunk: Sequence[str],
-                    refresh_ttl: bool) -> list[bytes | None]:
-        """One chunk: MGET, and the TTL refresh script in the same round trip."""
-        if refresh_ttl:
-            pipe = client.pipeline(transaction=False)
-            pipe.mget(chunk)
-            pipe.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
-            values, refreshed = await pipe.execute(raise_on_error=False)
-            if isinstance(refreshed, redis.exceptions.NoScriptError):
-                await client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
+    async def _read(self, client: aioredis.Redis, window: _Window,
+                    out: list[bytes | None]) -> None:
+        """See RedisBackend._read."""
+        pool: Any = client.connection_pool  # redis-py leaves its connection API untyped
+        conn = await pool.get_connection()
+        try:
+            while True:
+                request = window.next_request(conn)  # chunk n+1 goes out before n is read
+                if request is not None:
+                    await conn.send_packed_command(request)
+                if not window.pending:
+                    break
+                chunk = window.pending.popleft()
+                values = await conn.read_response()
+                if window.refresh_ttl:
+                    try:
+                        await conn.read_response()
+                    except redis.exceptions.NoScriptError:
+                        window.unrefreshed.append(chunk)
+                self._read_chunker.observe(values)
+                out.extend(values)
+        except BaseException:
+            # Cancelled or failed with replies in flight: they must not reach the next
+            # request on this connection.
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
+        if window.unrefreshed:
+            await client.script_load(REFRESH_TTL_SCRIPT)  # once per server start
+            for chunk in window.unrefreshed:
                 await client.evalsha(REFRESH_TTL_SHA, len(chunk), *chunk)
-            elif isinstance(values, Exception) or isinstance(refreshed, Exception):
-                raise values if isinstance(values, Exception) else refreshed
-        else:
-            values = await client.mget(chunk)
-        self._read_chunker.observe(values)
-        return list(values)
 
     async def set_many(self, records: Sequence[Record]) -> None:
         client = self._redis()
