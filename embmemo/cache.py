@@ -54,15 +54,16 @@ def _item_fields(item: object) -> tuple[Any, Any, Any, Any, Any, Any]:
 
 
 class _RecordEncoder:
-    """Validates and encodes records for one batch, reusing hash state per model."""
+    """Validates and encodes records for one batch, reusing per-model work (digest prefix,
+    model name bytes)."""
 
     def __init__(self, prefix: str, dtype: Any) -> None:
         self.prefix = prefix
         self.dtype = dtype
         self.now = time.time()
-        self._models: dict[str, tuple[Any, bytes]] = {}
+        self._models: dict[str, tuple[bytes, bytes]] = {}
 
-    def _model(self, model_name: str, model_params: Params | None) -> tuple[Any, bytes]:
+    def _model(self, model_name: str, model_params: Params | None) -> tuple[bytes, bytes]:
         known = None if model_params else self._models.get(model_name)
         if known is None:
             identity = model_identity(model_name, model_params)
@@ -82,10 +83,10 @@ class _RecordEncoder:
         output_hint: int = 0,
     ) -> Record:
         """One validated, encoded record."""
-        key_prefix, model_bytes = self._model(model_name, model_params)
+        digest_prefix, model_bytes = self._model(model_name, model_params)
         tag, text_bytes = encode_text(text)
         vector, dimension = codec.vector_bytes(embedding, self.dtype)
-        digest = text_digest(key_prefix, tag, text_bytes)
+        digest = text_digest(digest_prefix, tag, text_bytes)
         key = self.prefix + digest.hex()
         value = codec.encode(
             digest, tag == b"b", text_bytes, model_bytes, vector, dimension, self.dtype,
