@@ -13,7 +13,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from embmemo import EmbeddingsCache
 from embmemo.backends.cluster import parse_cluster_url
-from embmemo.backends.redis import REFRESH_TTL_SHA
+from embmemo.backends.redis import READ_AND_REFRESH_SHA
 from embmemo.errors import BackendError, ConfigError
 
 MODEL = "test-model"
@@ -123,7 +123,7 @@ def test_refresh_loads_the_script_on_nodes_that_lack_it(
 
 
 def _has_script(raw: RedisCluster, node: ClusterNode) -> bool:
-    reply = raw.execute_command("SCRIPT", "EXISTS", REFRESH_TTL_SHA, target_nodes=node)
+    reply = raw.execute_command("SCRIPT", "EXISTS", READ_AND_REFRESH_SHA, target_nodes=node)
     return bool(reply[0])
 
 

@@ -33,7 +33,7 @@ MODEL = "sec-model"
 # What embmemo needs, and nothing else. AUTH and HELLO need no grant (every user may run
 # them); PING is not sent (health checks are off). CLIENT SETNAME: the "embmemo" name.
 REQUIRED_RULES = ("+set", "+mget", "+exists", "+unlink", "+scan", "+evalsha", "+script|load",
-                  "+getrange", "+pexpire", "+client|setname")
+                  "+pexpire", "+client|setname")
 # redis-py also sends these on connect and ignores their errors; a server that knows them
 # logs a denial, so they are granted where the server accepts the rule (Redis 7.0 refuses
 # rules for subcommands it does not have, and then never logs them either).

@@ -1,12 +1,13 @@
 """Redis Cluster storage: ``redis+cluster://`` and ``rediss+cluster://`` (TLS), or a given client.
 
 Entry keys hash to all 16384 slots, and a cluster refuses a multi-key command whose keys
-live in different slots (CROSSSLOT). So a batch is split by slot: one MGET (plus the TTL
-refresh script) or UNLINK per slot, one SET or EXISTS per key, each addressed to the
-primary that owns the slot. Every node's share is written before any reply is read (the
-async client runs the nodes concurrently), so a batch costs about one round trip, not one
-per slot or per node. What a node redirects (MOVED, ASK, ...) is re-sent through
-redis-py's cluster pipeline, which follows redirections and refreshes the slot map.
+live in different slots (CROSSSLOT). So a batch is split by slot: one MGET (or, when TTLs
+slide, the read-and-refresh script) or UNLINK per slot, one SET or EXISTS per key, each
+addressed to the primary that owns the slot. Every node's share is written before any
+reply is read (the async client runs the nodes concurrently), so a batch costs about one
+round trip, not one per slot or per node. What a node redirects (MOVED, ASK, ...) is
+re-sent through redis-py's cluster pipeline, which follows redirections and refreshes
+the slot map.
 
 Each operation is written once, as a plan: a generator that yields command batches and
 receives their replies; the sync and async backends differ only in how they send. The
@@ -43,8 +44,8 @@ from .base import Record
 from .redis import (
     _SCAN_COUNT,
     _UNLINK_BATCH,
-    REFRESH_TTL_SCRIPT,
-    REFRESH_TTL_SHA,
+    READ_AND_REFRESH_SCRIPT,
+    READ_AND_REFRESH_SHA,
     _RedisBase,
     _retry,
     _scrub,
@@ -129,15 +130,15 @@ def _read_plan(client: Any, keys: Sequence[str], refresh: bool, chunker: ReadChu
     while start < len(keys):
         chunk = keys[start:start + chunker.size()]
         groups, reads = _per_slot(client, chunk, "MGET")
-        # Same node, same batch, right after the MGET: the refresh costs no round trip.
-        refreshes = [(("EVALSHA", REFRESH_TTL_SHA, len(args) - 1, *args[1:]), node)
-                     for args, node in reads] if refresh else []
-        replies = yield reads + refreshes
-        if any(isinstance(reply, NoScriptError) for reply in replies[len(reads):]):
-            load = ("SCRIPT", "LOAD", REFRESH_TTL_SCRIPT)  # a node new to the script
+        if refresh:  # the same keys, read and refreshed by the script (one call per slot)
+            reads = [(("EVALSHA", READ_AND_REFRESH_SHA, len(args) - 1, *args[1:]), node)
+                     for args, node in reads]
+        replies = yield reads
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            load = ("SCRIPT", "LOAD", READ_AND_REFRESH_SCRIPT)  # a node new to the script
             _checked((yield [(load, node) for node in client.get_primaries()]))
-            replies[len(reads):] = yield refreshes
-        for group, values in zip(groups, _checked(replies)[:len(reads)], strict=True):
+            replies = yield reads
+        for group, values in zip(groups, _checked(replies), strict=True):
             for index, value in zip(group, values, strict=True):
                 out[start + index] = value
         chunker.observe(out[start:start + len(chunk)])
