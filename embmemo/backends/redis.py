@@ -144,14 +144,13 @@ class _Window:
         self.sent = 0
         self.pending: deque[Sequence[str]] = deque()
 
-    def next_request(self, conn: Any) -> Any:
-        """The next chunk's command, packed for ``conn``; None when all are sent."""
-        if self.sent >= len(self.keys):
-            return None
-        chunk = self.keys[self.sent:self.sent + self.chunk_size()]
-        self.sent += len(chunk)
-        self.pending.append(chunk)
-        return conn.pack_command(*_read_command(chunk, self.refresh_ttl))
+    def requests(self, conn: Any) -> Iterator[Any]:
+        """Packed commands for ``conn``: the next chunks, up to READS_IN_FLIGHT pending."""
+        while len(self.pending) < READS_IN_FLIGHT and self.sent < len(self.keys):
+            chunk = self.keys[self.sent:self.sent + self.chunk_size()]
+            self.sent += len(chunk)
+            self.pending.append(chunk)
+            yield conn.pack_command(*_read_command(chunk, self.refresh_ttl))
 
 
 def _read_command(chunk: Sequence[str], refresh_ttl: bool) -> tuple[Any, ...]:
@@ -261,10 +260,7 @@ class RedisBackend(_RedisBase):
         conn = pool.get_connection()
         try:
             while True:
-                while len(window.pending) < READS_IN_FLIGHT:  # send ahead, then read one
-                    request = window.next_request(conn)
-                    if request is None:
-                        break
+                for request in window.requests(conn):  # send ahead, then read one
                     conn.send_packed_command(request)
                 if not window.pending:
                     break
@@ -394,10 +390,7 @@ class AsyncRedisBackend(_RedisBase):
         conn = await pool.get_connection()
         try:
             while True:
-                while len(window.pending) < READS_IN_FLIGHT:  # send ahead, then read one
-                    request = window.next_request(conn)
-                    if request is None:
-                        break
+                for request in window.requests(conn):  # send ahead, then read one
                     await conn.send_packed_command(request)
                 if not window.pending:
                     break
