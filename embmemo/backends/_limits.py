@@ -17,9 +17,10 @@ MAX_CHUNK_BYTES = 8 * 1024 * 1024
 """Request bytes per write round trip (the server's query buffer allows 1 GB)."""
 
 MAX_READ_CHUNK_BYTES = 1024 * 1024
-"""Expected reply bytes per read round trip. A server closes a client whose pending reply
-passes its ``client-output-buffer-limit``; locked-down servers set that to a few MB for
-normal clients, so a read reply is kept at 1 MiB, which costs nothing in throughput."""
+"""Expected bytes of the read replies pending at once (the standalone backend splits it
+between the chunks it keeps in flight). A server closes a client whose pending replies
+pass its ``client-output-buffer-limit``; locked-down servers set that to a few MB for
+normal clients, so pending replies are kept to 1 MiB."""
 
 MAX_VALUE_BYTES = 512 * 1024 * 1024
 """Redis' default proto-max-bulk-len: a larger value would be refused by the server."""
