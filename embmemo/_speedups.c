@@ -117,6 +117,7 @@ fail:
 }
 
 #define ENTRY_FIELDS 8
+#define MAX_DTYPES 32
 
 /* The context decode_many needs from codec.py, set once by configure(). */
 static struct {
@@ -124,6 +125,7 @@ static struct {
     Py_ssize_t entry_offsets[ENTRY_FIELDS]; /* where its slots are, in __init__'s order */
     PyObject *frombuffer;  /* numpy.frombuffer */
     PyObject *dtypes;      /* tuple indexed by dtype code; None where no dtype */
+    uint64_t itemsizes[MAX_DTYPES]; /* each dtype's itemsize, read once by configure() */
     PyObject *crc32c;      /* google_crc32c.value */
     PyObject *loads;       /* json.loads */
     unsigned long residue; /* CRC-32C of any record with its CRC appended */
@@ -162,6 +164,20 @@ static PyObject *configure(PyObject *self, PyObject *args) {
                           &PyTuple_Type, &dtypes, &crc32c, &loads, &residue, &version))
         return NULL;
     if (find_slots(entry_type, fields, ctx.entry_offsets) < 0) return NULL;
+    if (PyTuple_GET_SIZE(dtypes) > MAX_DTYPES) {
+        PyErr_SetString(PyExc_ValueError, "configure: too many dtypes");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(dtypes); i++) {
+        PyObject *dtype = PyTuple_GET_ITEM(dtypes, i);
+        ctx.itemsizes[i] = 0;
+        if (dtype == Py_None) continue;
+        PyObject *itemsize = PyObject_GetAttrString(dtype, "itemsize");
+        if (itemsize == NULL) return NULL;
+        ctx.itemsizes[i] = PyLong_AsUnsignedLongLong(itemsize);
+        Py_DECREF(itemsize);
+        if (PyErr_Occurred()) return NULL;
+    }
     Py_XSETREF(ctx.entry_type, Py_NewRef(entry_type));
     Py_XSETREF(ctx.frombuffer, Py_NewRef(frombuffer));
     Py_XSETREF(ctx.dtypes, Py_NewRef(dtypes));
@@ -202,7 +218,7 @@ static PyObject *decode_one(PyObject *value, PyObject *key, PyObject *digest,
     uint64_t ttl_ms = le64(p + 32);
     double inserted_at;
     memcpy(&inserted_at, p + 40, sizeof inserted_at); /* little-endian hosts only: see setup.py */
-    uint64_t text_start = HEADER_SIZE + dim * (uint64_t)(1u << dtype_code); /* 2, 4, 8 bytes */
+    uint64_t text_start = HEADER_SIZE + dim * ctx.itemsizes[dtype_code];
     uint64_t model_start = text_start + text_len, meta_start = model_start + model_len;
     if (dim == 0 || meta_start + meta_len + CRC_SIZE != (uint64_t)size) Py_RETURN_NONE;
 

@@ -106,7 +106,7 @@ def _stats(args: argparse.Namespace) -> int:
     ttls: list[float] = []
     forever = 0
     models: Counter[str] = Counter()
-    for entry, size in cache._entries():
+    for entry, size in cache.store.entries():
         count += 1
         stored_bytes += size
         models[entry.model_name] += 1

@@ -5,14 +5,15 @@ One stored value per entry, self-describing and verified on every read::
     offset size
     0      4    magic b"EMBM"
     4      1    format version
-    5      1    dtype code (1 float16, 2 float32, 3 float64)
+    5      1    dtype code (1 float16, 2 float32, 3 float64; 4 to 11 the integer dtypes
+                the decorator stores integer embeddings in: int8, uint8, ..., uint64)
     6      1    flags (bit 0: text is bytes, bit 1: has metadata)
     7      1    reserved, 0
     8      4    dimension
     12     4    text length in bytes
     16     4    model name length in bytes
     20     4    metadata JSON length in bytes
-    24     2    output hint: how the embed function returned it (see embmemo._batch)
+    24     2    output hint: how the embed function returned it (see embmemo.forms)
     26     6    reserved, 0
     32     8    TTL the entry was written with, in ms (0: none); read by the refresh script
     40     8    inserted_at, unix seconds (float64)
@@ -68,9 +69,25 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype("<f4"),
     "float64": np.dtype("<f8"),
 }
-_DTYPE_CODES = {"float16": 1, "float32": 2, "float64": 3}
-_DTYPE_BY_CODE = {code: DTYPES[name] for name, code in _DTYPE_CODES.items()}
-_CODE_BY_DTYPE = {DTYPES[name]: code for name, code in _DTYPE_CODES.items()}
+"""The storage dtypes a cache can be configured with (embeddings given as floats)."""
+
+INTEGER_DTYPES: tuple[np.dtype[Any], ...] = tuple(
+    np.dtype(f"<{kind}{size}") for size in (1, 2, 4, 8) for kind in "iu"
+)
+"""Integer embeddings (quantized models) are stored in their own, smallest fitting dtype."""
+
+_DTYPE_BY_CODE = dict(enumerate((*DTYPES.values(), *INTEGER_DTYPES), start=1))
+_CODE_BY_DTYPE = {dtype: code for code, dtype in _DTYPE_BY_CODE.items()}
+
+def dtype_code(dtype: np.dtype[Any]) -> int:
+    """The header code of a storable dtype, or 0 for any other dtype."""
+    return _CODE_BY_DTYPE.get(dtype, 0)
+
+
+def dtype_of_code(code: int) -> np.dtype[Any] | None:
+    """The dtype a header code names, or None."""
+    return _DTYPE_BY_CODE.get(code)
+
 
 _ENTRY_INIT_FIELDS = ("key", "text", "model_name", "embedding", "metadata", "inserted_at", "ttl",
                       "output_hint")
@@ -176,6 +193,16 @@ def _zeros(dimension: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
     """A zero vector: ``v.dot(zeros)`` is NaN exactly when ``v`` has a NaN or an inf
     (0 * inf is NaN), and it cannot overflow; one BLAS call instead of two reductions."""
     return np.zeros(dimension, dtype)
+
+
+def smallest_integer_dtype(values: npt.NDArray[Any]) -> np.dtype[Any]:
+    """The smallest integer storage dtype that holds every value of an integer array."""
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for dtype in INTEGER_DTYPES:
+        limits = np.iinfo(dtype)
+        if limits.min <= low and high <= limits.max:
+            return dtype
+    raise InvalidInputError(f"embedding values {low}..{high} do not fit a 64-bit integer")
 
 
 def quiet_float_errors() -> Any:
@@ -360,9 +387,8 @@ def decode(
 
 
 if _speedups is not None:
-    # The C decoder indexes dtypes by code and sizes them as 1 << code; it fills a
-    # CacheEntry's slots itself, in the order __init__ takes them.
-    assert all(dtype.itemsize == 1 << code for code, dtype in _DTYPE_BY_CODE.items())
+    # The C decoder indexes dtypes by code (reading their item sizes once, here); it fills
+    # a CacheEntry's slots itself, in the order __init__ takes them.
     _speedups.configure(
         CacheEntry, _ENTRY_INIT_FIELDS, np.frombuffer,
         tuple(_DTYPE_BY_CODE.get(code) for code in range(max(_DTYPE_BY_CODE) + 1)),

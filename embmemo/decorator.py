@@ -11,30 +11,21 @@ results in input order and in the type the undecorated function returns.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
-import numpy as np
-import numpy.typing as npt
 import wrapt
 
-from . import _batch
-from ._batch import DEFAULT_FORM, BatchPlan, OutputForm
-from ._flight import Flight
-from .backends import Record
+from . import forms
 from .cache import EmbeddingsCache
 from .config import Settings, ttl_seconds
-from .errors import (
-    BackendError,
-    ConfigError,
-    InvalidInputError,
-    InvalidTypeError,
-    ValueTooLargeError,
-)
+from .engine import Call, FunctionState
+from .errors import ConfigError, InvalidInputError, InvalidTypeError
 from .keys import Text, UncanonicalValueError
-from .stats import CacheInfo, Counters, RateLimitedLog
+from .stats import CacheInfo
 
 if TYPE_CHECKING:
     from typing import Concatenate
@@ -52,7 +43,6 @@ R_co = TypeVar("R_co", covariant=True)
 S = TypeVar("S")
 
 _bypassed: ContextVar[bool] = ContextVar("embmemo_bypass", default=False)
-_backend_log = RateLimitedLog()
 
 
 @contextmanager
@@ -103,9 +93,36 @@ class CachedEmbeddingFunction(Protocol[P, R_co]):
         ...
 
 
+class CachedEmbeddingDescriptor(Protocol[P, R_co]):
+    """A decorated classmethod or staticmethod: read from its class or an instance, it is
+    the decorated function with nothing left to bind."""
+
+    def __get__(self, instance: Any, owner: Any) -> CachedEmbeddingFunction[P, R_co]: ...
+
+
+class CachedEmbeddingDecorator(Protocol):
+    """What ``cached_embedding(...)`` returns: apply it to the embed function."""
+
+    @overload
+    def __call__(
+        self, function: classmethod[Any, P, R]
+    ) -> CachedEmbeddingDescriptor[P, R]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]  # a staticmethod is callable too
+        self, function: staticmethod[P, R]
+    ) -> CachedEmbeddingDescriptor[P, R]: ...
+    @overload
+    def __call__(self, function: Callable[P, R]) -> CachedEmbeddingFunction[P, R]: ...
+
+
+_RIGHT_FORM = '@cached_embedding(model="your-model-name")'
+
+
 def cached_embedding(
-    model: str | Callable[[Any], str],
+    model_name: str | None = None,
+    /,
     *,
+    model: str | Callable[[Any], str] | None = None,
     ttl: float | None = None,
     cache: EmbeddingsCache | None = None,
     name: str | None = None,
@@ -114,10 +131,11 @@ def cached_embedding(
     text_arg: str | None = None,
     batch_size: int | None = None,
     on_error: str | None = None,
-) -> Callable[[Callable[P, R]], CachedEmbeddingFunction[P, R]]:
+) -> CachedEmbeddingDecorator:
     """Memoize an embed function that takes a text or a list of texts.
 
     Args:
+        model_name: The model name, given positionally (or use ``model=``).
         model: The model name entries are stored under, or a callable that receives the
             bound instance (or class, or None for a plain function) and returns it.
         ttl: Time to live in seconds of the entries this function writes.
@@ -132,12 +150,23 @@ def cached_embedding(
         batch_size: Send misses to the function at most this many at a time, writing
             each chunk as soon as it is computed.
         on_error: ``"compute"`` (default, ``EMBMEMO_ON_ERROR``): a backend failure means
-            the function computes and the call succeeds; ``"raise"``: it propagates.
+            the function computes and the call succeeds; ``"raise"``: it propagates, and
+            while the circuit breaker is open calls raise ``BackendError`` at once.
 
     Every other argument, with defaults applied, is part of the entry identity, so
     ``embed(t, dimensions=8)`` and ``embed(t, dimensions=16)`` never share an entry.
     Decoration never connects.
     """
+    if model_name is not None:
+        if callable(model_name) and not isinstance(model_name, str):
+            raise InvalidTypeError(
+                f"@cached_embedding needs the model name: write {_RIGHT_FORM} above "
+                f"{getattr(model_name, '__qualname__', 'the function')}")
+        if model is not None:
+            raise InvalidTypeError("give the model name once: positionally or as model=")
+        model = model_name
+    if model is None:
+        raise InvalidTypeError(f"cached_embedding() needs model=, as in {_RIGHT_FORM}")
     if not (isinstance(model, str) and model) and not callable(model):
         raise InvalidInputError("model must be a non-empty str or a callable returning one")
     if batch_size is not None and (
@@ -152,14 +181,19 @@ def cached_embedding(
         cache = EmbeddingsCache(name=name, ttl=ttl, url=url)
     elif name is not None or url is not None:
         raise ConfigError("give either cache= or name=/url=, not both")
+    options = {"model": model, "ttl": ttl, "cache": cache, "ignore": tuple(ignore),
+               "text_arg": text_arg, "batch_size": batch_size, "on_error": on_error}
+    chosen_model = model
 
-    def decorate(function: Callable[P, R]) -> CachedEmbeddingFunction[P, R]:
-        memo = _Memoizer(function, cache, model, write_ttl, tuple(ignore), text_arg,
-                         batch_size, settings)
-        wrapper = memo.call_async if memo.is_async else memo.call_sync
-        return cast("CachedEmbeddingFunction[P, R]", _CachedEmbedding(function, wrapper, memo))
+    def decorate(function: Callable[..., Any]) -> Any:
+        label = getattr(function, "__qualname__", type(function).__name__)
+        state = FunctionState(label, write_ttl, batch_size, settings.on_error == "raise")
+        decorated = _Decorated(function, cache, chosen_model, tuple(ignore), text_arg,
+                               settings, state)
+        wrapper = decorated.call_async if decorated.is_async else decorated.call_sync
+        return _CachedEmbedding(function, wrapper, decorated, options)
 
-    return decorate
+    return cast(CachedEmbeddingDecorator, decorate)
 
 
 class _Signature:
@@ -186,73 +220,30 @@ class _Signature:
                                  if p.kind == p.VAR_KEYWORD), None)
 
 
-class _Call:
-    """One decorated call, bound and planned."""
-
-    __slots__ = (
-        "args",
-        "bound",
-        "degraded",
-        "digests",
-        "keys",
-        "kwargs",
-        "model_name",
-        "params",
-        "plan",
-        "single",
-        "text_arg",
-        "wrapped",
-    )
-
-    def __init__(self, wrapped: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any], bound: inspect.BoundArguments, text_arg: str,
-                 single: bool, plan: BatchPlan, model_name: str,
-                 params: dict[str, object]) -> None:
-        self.wrapped = wrapped
-        self.args = args
-        self.kwargs = kwargs
-        self.bound = bound
-        self.text_arg = text_arg
-        self.single = single
-        self.plan = plan
-        self.model_name = model_name
-        self.params = params
-        self.keys: list[str] = []
-        self.digests: list[bytes] = []
-        # The backend failed during this call: its texts count as errors once, and no
-        # further write is tried (it would most likely cost another timeout).
-        self.degraded = False
-
-
-class _Memoizer:
-    """The state and logic behind one decorated function."""
+class _Decorated:
+    """One decorated function: how to bind its arguments into an engine ``Call``."""
 
     def __init__(
         self,
         function: Callable[..., Any],
         cache: EmbeddingsCache,
         model: str | Callable[[Any], str],
-        ttl: float | None,
         ignore: tuple[str, ...],
         text_arg: str | None,
-        batch_size: int | None,
         settings: Settings,
+        state: FunctionState,
     ) -> None:
         self.cache = cache
         self.model = model
-        self.ttl = ttl
         self.ignore = frozenset(ignore)
-        self.batch_size = batch_size
-        self.raise_errors = settings.on_error == "raise"
         self.disabled = settings.disable
-        self.counters = Counters()
-        self.label = getattr(function, "__qualname__", type(function).__name__)
+        self.state = state
+        self.label = state.label
         self.is_static = isinstance(function, staticmethod)
         underlying = function.__func__ if isinstance(function, (classmethod, staticmethod)) \
             else function
         self.is_async = _is_async(underlying)
         full = inspect.signature(underlying)
-        params = list(full.parameters.values())
         self._text_arg = text_arg
         self._full = full
         self._as_method: _Signature | None = None
@@ -261,13 +252,9 @@ class _Memoizer:
             if not isinstance(function, classmethod) else self.method_signature()
         )
         unknown = self.ignore - set(full.parameters)
-        if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
+        if unknown and not any(p.kind == p.VAR_KEYWORD for p in full.parameters.values()):
             raise InvalidInputError(f"ignore names unknown parameters {sorted(unknown)} of "
                                     f"{self.label}")
-        self.single_form: OutputForm | None = None
-        self.batch_form: OutputForm | None = None
-
-    # -- preparing a call -------------------------------------------------------------
 
     def method_signature(self) -> _Signature:
         """The signature as called through an instance or class: without self/cls."""
@@ -281,7 +268,7 @@ class _Memoizer:
         return self._as_method
 
     def prepare(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                kwargs: dict[str, Any]) -> _Call | None:
+                kwargs: dict[str, Any]) -> Call | None:
         """Bind and validate; None when the arguments do not fit (the function will say)."""
         spec = (self.method_signature() if instance is not None and not self.is_static
                 else self.unbound)
@@ -314,295 +301,40 @@ class _Memoizer:
         if not isinstance(model_name, str) or not model_name:
             raise InvalidInputError(f"{self.label}: the model callable must return a non-empty "
                                     f"str, got {model_name!r}")
-        call = _Call(wrapped, args, kwargs, bound, spec.text_arg, single, _batch.plan(texts),
-                     model_name, params)
+        plan = forms.plan(texts)
         try:
-            call.keys, call.digests = self.cache._request_keys(call.plan.unique, model_name,
-                                                               params)
+            keys, digests = self.cache.store.keys(plan.unique, model_name, params)
         except UncanonicalValueError as exc:
             name = exc.parameter
             raise InvalidTypeError(
                 f"{self.label}: argument {name!r} ({type(params.get(name or '')).__name__}) has "
                 f"no stable canonical form to key the cache on; if it does not change the "
                 f"output, pass ignore=({name!r},) to @cached_embedding") from None
-        return call
 
-    def invoke(self, call: _Call, texts: list[Text]) -> Any:
-        """Call the wrapped function on ``texts`` (the original arguments for one text)."""
-        if call.single:
-            return call.wrapped(*call.args, **call.kwargs)
-        call.bound.arguments[call.text_arg] = texts  # same position, as a list
-        return call.wrapped(*call.bound.args, **call.bound.kwargs)
+        def invoke(batch: list[Text]) -> Any:
+            """The wrapped function on ``batch`` (the original arguments for one text)."""
+            if single:
+                return wrapped(*args, **kwargs)
+            bound.arguments[spec.text_arg] = batch  # same position, as a list
+            return wrapped(*bound.args, **bound.kwargs)
 
-    # -- the pieces shared by both paths ------------------------------------------------
-
-    def read_output(self, call: _Call, output: Any, count: int) -> npt.NDArray[Any]:
-        """Check the function's output and remember its form; rows as a 2-D array."""
-        if call.single:
-            row, form = _batch.read_single(output, self.label)
-            self.single_form = form
-            return row[np.newaxis]
-        matrix, form = _batch.read_batch(output, count, self.label)
-        self.batch_form = form
-        return matrix
-
-    def output_hint(self, call: _Call) -> int:
-        """The hint written with new entries: the single and batch forms known so far."""
-        form = self.single_form if call.single else self.batch_form
-        assert form is not None
-        if call.single and self.batch_form is not None:
-            form = OutputForm(self.batch_form.container, form.row, form.numpy_elements,
-                              form.dtype)
-        return form.hint()
-
-    def rows_from(self, entries: Sequence[Any]) -> tuple[list[Any], OutputForm | None]:
-        """Embeddings of the hits (None for misses) and the form the first hit recorded."""
-        rows: list[Any] = [None] * len(entries)
-        hinted: OutputForm | None = None
-        for index, entry in enumerate(entries):
-            if entry is not None:
-                rows[index] = entry.embedding
-                if hinted is None:
-                    hinted = OutputForm.from_hint(entry.output_hint)
-        return rows, hinted
-
-    def finish(self, call: _Call, rows: list[Any], hinted: OutputForm | None) -> Any:
-        """The result in input order, in the function's own type."""
-        known, other = ((self.single_form, self.batch_form) if call.single
-                        else (self.batch_form, self.single_form))
-        form = known or hinted or other or DEFAULT_FORM
-        if call.single:
-            return _batch.build_single(rows[0], form)
-        return _batch.build_batch(rows, call.plan.positions, form)
-
-    def backend_failed(self, call: _Call, exc: BackendError | None, texts: int) -> None:
-        """Fail open: count, log now and then, trip the breaker; or re-raise if strict.
-
-        ``exc`` is None when the open breaker skipped the backend. Each text counts as
-        one error per call, however many of the call's backend operations failed.
-        """
-        if not call.degraded:
-            self.counters.add(errors=texts)
-        call.degraded = True
-        if exc is None:
-            return
-        self.cache._breaker.record_failure()
-        if self.raise_errors:
-            raise exc
-        _backend_log.warning("backend", "embmemo: cache unavailable, computing instead: %s", exc)
-
-    def may_write(self, call: _Call, texts: int) -> bool:
-        """Whether to write back: not once the backend failed during this call, nor while
-        the breaker is open."""
-        if call.degraded:
-            return False
-        if not self.cache._breaker.allow():
-            self.backend_failed(call, None, texts)
-            return False
-        return True
-
-    def write_failed(self, call: _Call, exc: BackendError, texts: int) -> None:
-        """A failed write-back; an entry too large to store says nothing of the backend."""
-        if not isinstance(exc, ValueTooLargeError):
-            self.backend_failed(call, exc, texts)
-            return
-        if not call.degraded:
-            self.counters.add(errors=texts)
-        call.degraded = True
-        if self.raise_errors:
-            raise exc
-        _backend_log.warning("too-large", "embmemo: not caching an entry: %s", exc)
-
-    def direct_result(self, call: _Call, owned: list[int], computed_output: Any) -> bool:
-        """Whether the function's own output is the whole answer (all misses, in order)."""
-        return (computed_output is not None and (call.single or (
-            not call.plan.has_duplicates and owned == list(range(len(call.plan.unique))))))
-
-    def chunked(self, indexes: list[int]) -> Iterator[list[int]]:
-        size = self.batch_size or max(1, len(indexes))
-        for start in range(0, len(indexes), size):
-            yield indexes[start:start + size]
-
-    def records(self, call: _Call, chunk: list[int], matrix: npt.NDArray[Any]) -> list[Record]:
-        return self.cache._computed_records(
-            [call.plan.unique[i] for i in chunk], call.model_name, call.params, matrix,
-            self.ttl, self.output_hint(call))
-
-    def claim(self, call: _Call, misses: list[int]) -> tuple[list[int], list[tuple[int, Flight]]]:
-        """Own the misses nobody else is computing; wait for the others."""
-        claimed, waiting = self.cache._flights.claim([call.keys[i] for i in misses])
-        return [misses[j] for j in claimed], [(misses[j], flight) for j, flight in waiting]
-
-    def take_hits(self, call: _Call, owned: list[int], rows: list[Any],
-                  entries: Sequence[Any]) -> list[int]:
-        """Use what another caller stored meanwhile; return the indexes still to compute."""
-        still_missing: list[int] = []
-        for i, entry in zip(owned, entries):
-            if entry is None:
-                still_missing.append(i)
-            else:
-                rows[i] = entry.embedding
-                self.cache._flights.finish(call.keys[i], rows[i])
-        return still_missing
-
-    def release(self, call: _Call, owned: list[int], rows: list[Any]) -> None:
-        """Publish owned results (None where computing failed) to waiting callers."""
-        for i in owned:
-            self.cache._flights.finish(call.keys[i], rows[i])
-
-    def take_row(self, call: _Call, chunk: list[int], matrix: npt.NDArray[Any],
-                 rows: list[Any]) -> None:
-        for i, row in zip(chunk, matrix):
-            rows[i] = row
-
-    def count(self, call: _Call, computed: int) -> None:
-        self.counters.add(hits=len(call.keys) - computed, misses=computed)
-
-    def lookup_keys(self, call: _Call, indexes: list[int]) -> tuple[list[str], list[bytes]]:
-        if len(indexes) == len(call.keys):
-            return call.keys, call.digests
-        return [call.keys[i] for i in indexes], [call.digests[i] for i in indexes]
-
-    def decoded(self, call: _Call, indexes: list[int], keys: list[str], digests: list[bytes],
-                values: list[bytes | None]) -> list[Any]:
-        self.cache._breaker.record_success()
-        unique = call.plan.unique
-        texts = unique if len(indexes) == len(unique) else [unique[i] for i in indexes]
-        return self.cache._decode(keys, digests, values, call.model_name, texts,
-                                  corrupt_also_to=self.counters)
-
-    # -- sync path ------------------------------------------------------------------------
+        return Call(self.state, plan, single, model_name, params, keys, digests, invoke)
 
     def call_sync(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> Any:
-        if self.disabled or _bypassed.get():
-            return wrapped(*args, **kwargs)
-        call = self.prepare(wrapped, instance, args, kwargs)
+        call = None if self.disabled or _bypassed.get() else self.prepare(
+            wrapped, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        flights = self.cache._flights
-        epoch = flights.finished
-        rows, hinted = self.rows_from(self.fetch_sync(call, list(range(len(call.keys)))))
-        misses = [i for i, row in enumerate(rows) if row is None]
-        computed, direct = 0, None
-        if misses:
-            owned, waiting = self.claim(call, misses)
-            try:
-                if owned and flights.finished != epoch:  # someone finished since our read
-                    owned = self.take_hits(call, owned, rows, self.fetch_sync(call, owned))
-                computed, direct = self.compute_sync(call, owned, rows)
-            finally:
-                self.release(call, owned, rows)
-            for i, flight in waiting:
-                rows[i] = flight.wait()
-            leftovers = [i for i, _ in waiting if rows[i] is None]  # their owner failed
-            computed += self.compute_sync(call, leftovers, rows)[0]
-            if not self.direct_result(call, owned, direct):
-                direct = None
-        self.count(call, computed)
-        return direct if direct is not None else self.finish(call, rows, hinted)
-
-    def fetch_sync(self, call: _Call, indexes: list[int]) -> list[Any]:
-        if not indexes:
-            return []
-        keys, digests = self.lookup_keys(call, indexes)
-        if not self.cache._breaker.allow():
-            self.backend_failed(call, None, len(keys))
-            return [None] * len(keys)
-        try:
-            values = self.cache._sync().get_many(keys, self.cache.refresh_ttl_on_read)
-        except BackendError as exc:
-            self.backend_failed(call, exc, len(keys))
-            return [None] * len(keys)
-        return self.decoded(call, indexes, keys, digests, values)
-
-    def compute_sync(self, call: _Call, indexes: list[int], rows: list[Any]) -> tuple[int, Any]:
-        output: Any = None
-        for chunk in self.chunked(indexes):
-            output = self.invoke(call, [call.plan.unique[i] for i in chunk])
-            matrix = self.read_output(call, output, len(chunk))
-            self.take_row(call, chunk, matrix, rows)
-            self.store_sync(call, chunk, matrix)
-            self.release(call, chunk, rows)
-        return len(indexes), output
-
-    def store_sync(self, call: _Call, chunk: list[int], matrix: npt.NDArray[Any]) -> None:
-        records = self.records(call, chunk, matrix)
-        if not self.may_write(call, len(records)):
-            return
-        try:
-            self.cache._sync().set_many(records)
-        except BackendError as exc:
-            self.write_failed(call, exc, len(records))
-        else:
-            self.cache._breaker.record_success()
-
-    # -- async path: the same steps, awaiting ---------------------------------------------
+        return self.cache.engine.run(call)
 
     async def call_async(self, wrapped: Callable[..., Any], instance: Any,
                          args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.disabled or _bypassed.get():
-            return await wrapped(*args, **kwargs)
-        call = self.prepare(wrapped, instance, args, kwargs)
+        call = None if self.disabled or _bypassed.get() else self.prepare(
+            wrapped, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
-        flights = self.cache._flights
-        epoch = flights.finished
-        rows, hinted = self.rows_from(await self.fetch_async(call, list(range(len(call.keys)))))
-        misses = [i for i, row in enumerate(rows) if row is None]
-        computed, direct = 0, None
-        if misses:
-            owned, waiting = self.claim(call, misses)
-            try:
-                if owned and flights.finished != epoch:
-                    owned = self.take_hits(call, owned, rows, await self.fetch_async(call, owned))
-                computed, direct = await self.compute_async(call, owned, rows)
-            finally:
-                self.release(call, owned, rows)
-            for i, flight in waiting:
-                rows[i] = await flight.wait_async(flights)
-            leftovers = [i for i, _ in waiting if rows[i] is None]
-            computed += (await self.compute_async(call, leftovers, rows))[0]
-            if not self.direct_result(call, owned, direct):
-                direct = None
-        self.count(call, computed)
-        return direct if direct is not None else self.finish(call, rows, hinted)
-
-    async def fetch_async(self, call: _Call, indexes: list[int]) -> list[Any]:
-        if not indexes:
-            return []
-        keys, digests = self.lookup_keys(call, indexes)
-        if not self.cache._breaker.allow():
-            self.backend_failed(call, None, len(keys))
-            return [None] * len(keys)
-        try:
-            values = await self.cache._async().get_many(keys, self.cache.refresh_ttl_on_read)
-        except BackendError as exc:
-            self.backend_failed(call, exc, len(keys))
-            return [None] * len(keys)
-        return self.decoded(call, indexes, keys, digests, values)
-
-    async def compute_async(self, call: _Call, indexes: list[int],
-                            rows: list[Any]) -> tuple[int, Any]:
-        output: Any = None
-        for chunk in self.chunked(indexes):
-            output = await self.invoke(call, [call.plan.unique[i] for i in chunk])
-            matrix = self.read_output(call, output, len(chunk))
-            self.take_row(call, chunk, matrix, rows)
-            await self.store_async(call, chunk, matrix)
-            self.release(call, chunk, rows)
-        return len(indexes), output
-
-    async def store_async(self, call: _Call, chunk: list[int], matrix: npt.NDArray[Any]) -> None:
-        records = self.records(call, chunk, matrix)
-        if not self.may_write(call, len(records)):
-            return
-        try:
-            await self.cache._async().set_many(records)
-        except BackendError as exc:
-            self.write_failed(call, exc, len(records))
-        else:
-            self.cache._breaker.record_success()
+        return await self.cache.engine.arun(call)
 
 
 def _is_async(function: Any) -> bool:
@@ -628,7 +360,7 @@ class _BoundCachedEmbedding(_BoundFunctionWrapper):
 
     @property
     def cache(self) -> EmbeddingsCache:
-        return self._self_parent._self_memo.cache  # type: ignore[no-any-return]
+        return self._self_parent.cache  # type: ignore[no-any-return]
 
     def cache_info(self) -> CacheInfo:
         return self._self_parent.cache_info()  # type: ignore[no-any-return]
@@ -636,23 +368,55 @@ class _BoundCachedEmbedding(_BoundFunctionWrapper):
     def cache_clear(self) -> None:
         self._self_parent.cache_clear()
 
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        """Pickle like a bound method: the instance (or class) and the attribute name."""
+        owner = self._self_instance if self._self_instance is not None else self._self_owner
+        return getattr, (owner, self.__name__)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__reduce_ex__(2)
+
 
 class _CachedEmbedding(_FunctionWrapper):
     """The decorated function: a transparent wrapt proxy with cache controls."""
 
     __bound_function_wrapper__ = _BoundCachedEmbedding
 
-    def __init__(self, wrapped: Any, wrapper: Any, memo: _Memoizer) -> None:
+    def __init__(self, wrapped: Any, wrapper: Any, decorated: _Decorated,
+                 options: dict[str, Any]) -> None:
         super().__init__(wrapped, wrapper)
-        self._self_memo = memo
+        self._self_decorated = decorated
+        self._self_options = options
 
     @property
     def cache(self) -> EmbeddingsCache:
-        return self._self_memo.cache
+        return self._self_decorated.cache
 
     def cache_info(self) -> CacheInfo:
-        return self._self_memo.counters.snapshot()
+        return self._self_decorated.state.counters.snapshot()
 
     def cache_clear(self) -> None:
-        self._self_memo.cache.clear()
-        self._self_memo.counters.reset()
+        self._self_decorated.cache.clear()
+        self._self_decorated.state.counters.reset()
+
+    def __reduce_ex__(self, protocol: Any) -> str | tuple[Any, ...]:
+        """Pickle a module-level function by reference, as pickle does the plain function;
+        anything else (a decorated callable object, ...) by value: the object and the
+        decorator's arguments, so the copy caches alike (with its own counters)."""
+        module = sys.modules.get(getattr(self, "__module__", None) or "")
+        qualname = getattr(self, "__qualname__", None)
+        if module is not None and isinstance(qualname, str):
+            found: Any = module
+            for part in qualname.split("."):
+                found = getattr(found, part, None)
+            if found is self:
+                return qualname
+        return _rebuild, (self.__wrapped__, self._self_options)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        return self.__reduce_ex__(2)
+
+
+def _rebuild(function: Any, options: dict[str, Any]) -> Any:
+    """An unpickled decorated object: decorated again with the same arguments."""
+    return cached_embedding(**options)(function)

@@ -296,12 +296,12 @@ async def test_clear_removes_only_this_namespace(
     versioned.set("kept", MODEL, [1.0])
     sibling.set("kept", MODEL, [1.0])
     config_key = cache.name + ":config"
-    cache._sync().set_many([Record(config_key, b"not an entry", None)])
+    cache.store.backend().set_many([Record(config_key, b"not an entry", None)])
     assert cache.clear() == 30
     assert cache.mexists([f"t{i}" for i in range(30)], MODEL) == [False] * 30
     assert versioned.exists("kept", MODEL) and sibling.exists("kept", MODEL)
-    assert cache._sync().exists_many([config_key]) == [True]
-    cache._sync().delete_many([config_key])
+    assert cache.store.backend().exists_many([config_key]) == [True]
+    cache.store.backend().delete_many([config_key])
     assert cache.clear() == 0
 
 
@@ -315,9 +315,9 @@ async def test_damaged_values_are_misses(make_cache: Callable[..., EmbeddingsCac
     cache = make_cache()
     key_a = cache.set("a", MODEL, vec(1))
     key_b = cache.set("b", MODEL, vec(2))
-    good = cache._sync().get_many([key_a], False)[0]
+    good = cache.store.backend().get_many([key_a], False)[0]
     assert good is not None
-    backend = cache._sync()
+    backend = cache.store.backend()
     flipped = bytearray(good)
     flipped[90] ^= 0x01  # inside the vector (the header is 80 bytes)
     backend.set_many([Record(key_b, good, None)])  # a's value copied under b's key
@@ -354,8 +354,8 @@ async def test_entries_lists_this_namespace_only(
     sibling = make_cache(name=cache.name + "2")
     cache.mset([item(f"t{i}", i, metadata={"i": i}) for i in range(12)])
     sibling.set("other", MODEL, [1.0])
-    cache._sync().set_many([Record(cache.name + ":config", b"not an entry", None)])
-    found = sorted(entry.text for entry, _ in cache._entries(chunk=5))
+    cache.store.backend().set_many([Record(cache.name + ":config", b"not an entry", None)])
+    found = sorted(entry.text for entry, _ in cache.store.entries(chunk=5))
     assert found == sorted(f"t{i}" for i in range(12))
-    assert all(size > 80 for _, size in cache._entries())
-    cache._sync().delete_many([cache.name + ":config"])
+    assert all(size > 80 for _, size in cache.store.entries())
+    cache.store.backend().delete_many([cache.name + ":config"])

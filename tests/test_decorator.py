@@ -437,7 +437,7 @@ def test_fail_open_against_a_closed_port_is_fast_and_counted() -> None:
     info = encode.cache_info()  # type: ignore[attr-defined]
     assert info.errors >= 100 and info.hits == 0
     strict = st_style(cache, recorder, on_error="raise")
-    cache._breaker.record_success()
+    cache.engine.breaker.record_success()
     with pytest.raises(BackendError):
         strict(["x"])
 
@@ -457,7 +457,7 @@ def test_server_killed_mid_test_then_restarted(namespace: str) -> None:
     server = RedisServer().start()
     try:
         cache = EmbeddingsCache(name=namespace, url=server.url)
-        cache._breaker.cooldown = 0.2
+        cache.engine.breaker.cooldown = 0.2
         recorder = Recorder()
         encode = st_style(cache, recorder)
         encode(["a", "b"])

@@ -133,7 +133,7 @@ def test_decoding_clients_are_refused(redis_server: RedisServer) -> None:
 def test_client_settings_are_explicit_and_overridable(redis_server: RedisServer) -> None:
     cache = EmbeddingsCache(url=redis_server.url)
     cache.exists("t", MODEL)
-    pool = cache._sync()._redis().connection_pool  # type: ignore[attr-defined]
+    pool = cache.store.backend()._redis().connection_pool  # type: ignore[attr-defined]
     assert pool.connection_kwargs["socket_timeout"] == 1.0
     assert pool.connection_kwargs["socket_connect_timeout"] == 1.0
     assert pool.connection_kwargs["retry"].get_retries() == 1
@@ -141,7 +141,7 @@ def test_client_settings_are_explicit_and_overridable(redis_server: RedisServer)
     custom = EmbeddingsCache(url=redis_server.url,
                              connection_kwargs={"socket_timeout": 3.5, "max_connections": 4})
     custom.exists("t", MODEL)
-    pool = custom._sync()._redis().connection_pool  # type: ignore[attr-defined]
+    pool = custom.store.backend()._redis().connection_pool  # type: ignore[attr-defined]
     assert pool.connection_kwargs["socket_timeout"] == 3.5 and pool.max_connections == 4
 
 

@@ -96,7 +96,7 @@ def test_server_down_at_start_then_started(namespace: str) -> None:
     port = free_port()
     cache = EmbeddingsCache(name=namespace, url=f"redis://127.0.0.1:{port}/0",
                             connection_kwargs=FAST)
-    cache._breaker.cooldown = 0.3
+    cache.engine.breaker.cooldown = 0.3
     model = Model()
     embed = decorated(cache, model)
     spent, error = elapsed(lambda: check(embed, ["first", "second"]))
@@ -121,7 +121,7 @@ def test_server_down_at_start_then_started(namespace: str) -> None:
 def test_server_killed_mid_run_and_restarted(namespace: str) -> None:
     with running() as server:
         cache = EmbeddingsCache(name=namespace, url=server.url, connection_kwargs=FAST)
-        cache._breaker.cooldown = 0.3
+        cache.engine.breaker.cooldown = 0.3
         model = Model()
         embed = decorated(cache, model)
         check(embed, ["a", "b"])
@@ -145,7 +145,7 @@ def test_server_killed_mid_run_and_restarted(namespace: str) -> None:
             return cache.exists("resumed", MODEL)
 
         assert wait_until(cached_again, timeout=10, interval=0.1)
-        assert not cache._breaker.is_open
+        assert not cache.engine.breaker.is_open
         before = model.calls
         check(embed, ["resumed"])
         assert model.calls == before
@@ -157,7 +157,7 @@ def test_hung_server_costs_one_timeout_then_the_breaker_answers(namespace: str,
     monkeypatch.setenv("EMBMEMO_TIMEOUT", str(TIMEOUT))  # the environment sets the timeout
     with running() as server:
         cache = EmbeddingsCache(name=namespace, url=server.url)
-        cache._breaker.cooldown = 0.3
+        cache.engine.breaker.cooldown = 0.3
         model = Model()
         embed = decorated(cache, model)
         check(embed, ["x", "y"])
@@ -165,7 +165,7 @@ def test_hung_server_costs_one_timeout_then_the_breaker_answers(namespace: str,
             for fresh in ("z", "w", "v"):  # each costs one read timeout (no write-back after)
                 spent, error = elapsed(lambda: check(embed, ["x", fresh]))  # noqa: B023
                 assert error is None and spent < ONE_CALL_BOUND, (error, spent)
-            assert cache._breaker.is_open
+            assert cache.engine.breaker.is_open
             assert_breaker_makes_calls_cheap(embed)
             assert_direct_api_raises_quickly(cache, bound=TIMEOUT + 0.8)
             asyncio.run(assert_async_api_raises_quickly(cache, bound=TIMEOUT + 0.8))
@@ -184,7 +184,7 @@ def test_hung_server_costs_one_timeout_then_the_breaker_answers(namespace: str,
 async def test_async_decorator_fails_open_on_a_hung_server(namespace: str) -> None:
     with running() as server:
         cache = EmbeddingsCache(name=namespace, url=server.url, connection_kwargs=FAST)
-        cache._breaker.cooldown = 0.3
+        cache.engine.breaker.cooldown = 0.3
         model = Model()
 
         @cached_embedding(model=MODEL, cache=cache)
@@ -278,7 +278,7 @@ async def test_cancelled_decorated_calls_leave_single_flight_usable(namespace: s
         result = await asyncio.wait_for(embed(["shared", "fresh"]), 5)
         np.testing.assert_array_equal(result, np.stack([vector_for("shared"),
                                                         vector_for("fresh")]))
-        assert cache._flights._running == {}
+        assert len(cache.engine.flights) == 0
         await cache.aclose()
 
 
@@ -384,7 +384,7 @@ def test_pool_exhaustion_waits_a_bounded_time_then_fails_open(namespace: str) ->
     kwargs = {"max_connections": 2, "pool_timeout": 0.2, "socket_timeout": 0.5}
     with running() as server:
         cache = EmbeddingsCache(name=namespace, url=server.url, connection_kwargs=kwargs)
-        pool = cache._sync()._redis().connection_pool  # type: ignore[attr-defined]
+        pool = cache.store.backend()._redis().connection_pool  # type: ignore[attr-defined]
         assert isinstance(pool, redis.BlockingConnectionPool) and pool.timeout == 0.2
         model = Model()
         embed = decorated(cache, model)

@@ -27,8 +27,8 @@ def command_calls(raw: redis.Redis, command: str) -> int:
 def test_oversize_values_are_refused_before_sending(namespace: str) -> None:
     with running("--proto-max-bulk-len", "1mb") as server, server.client() as raw:
         cache = EmbeddingsCache(name=namespace, url=server.url)
-        cache._sync().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
-        cache._async().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
+        cache.store.backend().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
+        cache.store.async_backend().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
         huge = np.ones(300_000, dtype=np.float32)  # 1.2 MB encoded
         raw.config_resetstat()
         with pytest.raises(InvalidInputError, match="nothing was written"):
@@ -48,7 +48,7 @@ def test_oversize_values_are_refused_before_sending(namespace: str) -> None:
 def test_a_decorated_function_with_oversize_output_fails_open(namespace: str) -> None:
     with running("--proto-max-bulk-len", "1mb") as server, server.client() as raw:
         cache = EmbeddingsCache(name=namespace, url=server.url)
-        cache._sync().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
+        cache.store.backend().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
 
         @cached_embedding(model=MODEL, cache=cache)
         def embed(text: str) -> np.ndarray:
@@ -126,7 +126,7 @@ def test_values_larger_than_the_estimate_are_reread_in_smaller_chunks(
         else:
             entries = asyncio.run(asyncio.wait_for(reader.amget(texts, MODEL), 30))
         np.testing.assert_array_equal(np.stack([e.embedding for e in entries]), vectors)
-        chunker = (reader._sync() if sync else reader._async())._read_chunker  # type: ignore[attr-defined]
+        chunker = (reader.store.backend() if sync else reader.store.async_backend())._read_chunker  # type: ignore[attr-defined]
         assert chunker.size() * 100_000 <= 2 * ONE_MB
     assert len(dropped) == 2  # the first chunk, once per reader; never again after that
     writer.clear()
@@ -145,7 +145,7 @@ def test_a_dead_server_is_not_retried_as_a_dropped_reply(namespace: str) -> None
     cache = EmbeddingsCache(name=namespace, url="redis://127.0.0.1:1/0")
     with pytest.raises(BackendError):
         cache.mget([f"t{i}" for i in range(500)], MODEL)
-    assert cache._sync()._read_chunker.largest_value == 8 * 1024  # type: ignore[attr-defined]
+    assert cache.store.backend()._read_chunker.largest_value == 8 * 1024  # type: ignore[attr-defined]
 
 
 # -- bad data under entry keys -----------------------------------------------------------

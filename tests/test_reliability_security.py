@@ -25,8 +25,6 @@ from reliability_support import (
 from servers import RedisServer, free_port
 
 from embmemo import BackendError, EmbeddingsCache, cached_embedding
-from embmemo import decorator as decorator_module
-from embmemo.stats import RateLimitedLog
 
 MODEL = "sec-model"
 
@@ -197,7 +195,7 @@ async def test_tls_with_the_right_ca_works(tls_server: TLSRedisServer,
         np.testing.assert_array_equal(cache.get(host, MODEL).embedding,  # type: ignore[union-attr]
                                       vector_for(host))
         assert (await cache.aget(host, MODEL)) is not None
-        kwargs = cache._sync()._redis().connection_pool.connection_kwargs  # type: ignore[attr-defined]
+        kwargs = cache.store.backend()._redis().connection_pool.connection_kwargs  # type: ignore[attr-defined]
         assert kwargs["ssl_cert_reqs"] == "required" and kwargs["ssl_check_hostname"] is True
         await cache.aclose()
 
@@ -280,9 +278,8 @@ def _exception_text(exc: BaseException) -> str:
 
 
 async def test_passwords_never_appear_in_reprs_logs_or_errors(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, namespace: str
+    caplog: pytest.LogCaptureFixture, namespace: str
 ) -> None:
-    monkeypatch.setattr(decorator_module, "_backend_log", RateLimitedLog())  # warn here too
     caplog.set_level(logging.DEBUG, logger="embmemo")
     caplog.set_level(logging.DEBUG, logger="redis")
     caplog.set_level(logging.DEBUG)
@@ -300,9 +297,9 @@ async def test_passwords_never_appear_in_reprs_logs_or_errors(
                                      connection_kwargs={**fast, "password": SECRET + "x"}),
         }
         for cache in caches.values():
-            texts += [repr(cache), str(cache), cache.url, repr(cache._sync()),
-                      repr(cache._async()), str(cache.stats())]
-            cache._breaker.cooldown = 60  # the decorator warns once, then the breaker
+            texts += [repr(cache), str(cache), cache.url, repr(cache.store.backend()),
+                      repr(cache.store.async_backend()), str(cache.stats())]
+            cache.engine.breaker.cooldown = 60  # the decorator warns once, then the breaker
         assert caches["good"].set("t", MODEL, [1.0])
         for label, cache in caches.items():
             if label == "good":
@@ -319,7 +316,7 @@ async def test_passwords_never_appear_in_reprs_logs_or_errors(
             np.testing.assert_array_equal(embed(["a"]), vector_for("a")[np.newaxis])
             strict = cached_embedding(model=MODEL, cache=cache, on_error="raise")(
                 lambda text: [1.0])
-            cache._breaker.record_success()
+            cache.engine.breaker.record_success()
             with pytest.raises(BackendError) as caught:
                 strict("s")
             texts.append(_exception_text(caught.value))

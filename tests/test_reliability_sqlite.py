@@ -150,7 +150,7 @@ def test_an_uncreatable_file_fails_open(tmp_path: Path) -> None:
 def test_a_full_disk_fails_open(tmp_path: Path) -> None:
     cache = EmbeddingsCache(url=f"sqlite:///{tmp_path}/full.sqlite3")
     cache.set("before", MODEL, vector_for("before"))
-    backend = cache._sync()
+    backend = cache.store.backend()
     with backend._lock:  # type: ignore[attr-defined]
         conn = backend._connection()  # type: ignore[attr-defined]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]

@@ -1,0 +1,126 @@
+"""The lookup engine of decorated calls: one flow (``flow.Lookup``), two small drivers.
+
+``LookupEngine`` is what ``@cached_embedding`` talks to. It holds what every decorated
+function of one cache shares (the store, the single-flight registry, the circuit
+breaker, the rate-limited warnings) and runs a call's flow, executing each I/O step
+with blocking calls (``run``) or awaiting them (``arun``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from functools import partial
+from typing import Any
+
+from ..stats import RateLimitedLog
+from ..store import EntryStore
+from .breaker import CircuitBreaker
+from .flight import Flights, holding_claims, running_loop
+from .flow import Call, CircuitOpenError, Compute, Flow, FunctionState, Lookup, Read, Step, Write
+
+__all__ = ["Call", "CircuitOpenError", "FunctionState", "LookupEngine"]
+
+_engines: weakref.WeakSet[LookupEngine] = weakref.WeakSet()
+
+
+class LookupEngine:
+    """Runs decorated calls against one cache's store.
+
+    Attributes:
+        store: The cache's keys, records and backends.
+        breaker: Fail-open state: after repeated backend failures calls skip it.
+        flights: Single flight: concurrent misses of one key are computed once.
+    """
+
+    def __init__(self, store: EntryStore) -> None:
+        self.store = store
+        self.breaker = CircuitBreaker()
+        self.flights = Flights()
+        self.log = RateLimitedLog()
+        """Warnings, at most one per topic a minute for this cache."""
+        _engines.add(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's flights have no owner here, and its breaker's
+        lock may be held by a thread that does not exist here."""
+        self.breaker = CircuitBreaker(self.breaker.threshold, self.breaker.cooldown)
+        self.flights = Flights()
+        self.log = RateLimitedLog(self.log.interval)
+
+    def _lookup(self, call: Call, loop: asyncio.AbstractEventLoop | None,
+                asynchronous: bool) -> Flow:
+        claim = partial(self.flights.claim, loop=loop, asynchronous=asynchronous)
+        return Lookup(call, self.store, self.breaker, self.flights, self.log, claim).steps()
+
+    def run(self, call: Call) -> Any:
+        """Run a call, blocking on each step."""
+        flow = _Stepper(self._lookup(call, running_loop(), asynchronous=False))
+        step = flow.advance()
+        while step is not None:
+            try:
+                reply = self._execute(step, call)
+            except BaseException as exc:  # thrown into the flow, which decides
+                step = flow.advance(error=exc)
+            else:
+                step = flow.advance(reply)
+        return flow.result
+
+    async def arun(self, call: Call) -> Any:
+        """Run a call, awaiting each step."""
+        flow = _Stepper(self._lookup(call, asyncio.get_running_loop(), asynchronous=True))
+        step = flow.advance()
+        while step is not None:
+            try:
+                reply = await self._aexecute(step, call)
+            except BaseException as exc:  # cancellation too: the flow releases its claims
+                step = flow.advance(error=exc)
+            else:
+                step = flow.advance(reply)
+        return flow.result
+
+    def _execute(self, step: Step, call: Call) -> Any:
+        if isinstance(step, Read):
+            return self.store.backend().get_many(step.keys, self.store.refresh_ttl_on_read)
+        if isinstance(step, Write):
+            return self.store.backend().set_many(step.records)
+        if isinstance(step, Compute):
+            with holding_claims(step.holding):
+                return call.invoke(step.texts)
+        return self.flights.wait(step.flights)
+
+    async def _aexecute(self, step: Step, call: Call) -> Any:
+        if isinstance(step, Read):
+            return await self.store.async_backend().get_many(step.keys,
+                                                             self.store.refresh_ttl_on_read)
+        if isinstance(step, Write):
+            return await self.store.async_backend().set_many(step.records)
+        if isinstance(step, Compute):
+            with holding_claims(step.holding):
+                return await call.invoke(step.texts)
+        return await self.flights.wait_async(step.flights)
+
+
+class _Stepper:
+    """Advances a flow by one step with a reply or an error; keeps its result."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.result: Any = None
+
+    def advance(self, reply: Any = None, error: BaseException | None = None) -> Step | None:
+        """The next step, or None when the flow has returned (see ``result``)."""
+        try:
+            return self.flow.throw(error) if error is not None else self.flow.send(reply)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+
+def _reset_after_fork() -> None:
+    for engine in list(_engines):
+        engine.after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

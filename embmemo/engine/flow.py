@@ -1,0 +1,351 @@
+"""The lookup of one decorated call, written once as a sans-I/O flow.
+
+``Lookup.steps()`` is a generator: it yields the I/O it needs (``Read``, ``Write``,
+``Compute``, ``Wait``), receives each reply (or the exception the I/O raised, thrown in
+at the ``yield``), and returns the call's result. ``LookupEngine`` drives it with a sync
+driver and an async driver of a few lines each, so the logic exists once.
+
+The plan of a call: read every distinct text in one batch; claim the misses nobody is
+computing; if another caller finished something since the read, re-read what was
+claimed; compute the rest (in ``batch_size`` chunks), write each chunk and publish it to
+waiting callers; wait for the texts other callers were computing; compute what they
+failed to deliver; count; build the result in the function's own form from the rows as
+the cache stores them, so a cold call returns exactly what a warm call will.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import forms
+from ..backends import Record
+from ..errors import BackendError, EmbeddingOutputError, ValueTooLargeError
+from ..forms import DEFAULT_FORM, BatchPlan, OutputForm
+from ..keys import Text
+from ..stats import Counters, RateLimitedLog
+from ..store import EntryStore
+from .breaker import CircuitBreaker, Ticket
+from .flight import Flight, Flights
+
+
+class CircuitOpenError(BackendError):
+    """The backend failed repeatedly, so calls skip it for a while (``on_error="raise"``)."""
+
+
+class Read(NamedTuple):
+    """Read these keys; the reply is their values (None for a miss), in order."""
+
+    keys: list[str]
+
+
+class Write(NamedTuple):
+    """Write these records; the reply is None."""
+
+    records: list[Record]
+
+
+class Compute(NamedTuple):
+    """Call the function on these texts; the reply is what it returned.
+
+    ``holding``: the call holds single-flight claims while computing them."""
+
+    texts: list[Text]
+    holding: bool
+
+
+class Wait(NamedTuple):
+    """Wait for other callers' flights; the reply is their published values."""
+
+    flights: list[Flight]
+
+
+Step = Read | Write | Compute | Wait
+Flow = Generator[Step, Any, Any]
+
+
+@dataclass
+class FunctionState:
+    """What the engine keeps per decorated function: its options, counters and the
+    output forms it has been seen to return."""
+
+    label: str
+    ttl: float | None = None
+    batch_size: int | None = None
+    raise_errors: bool = False
+    counters: Counters = field(default_factory=Counters)
+    single_form: OutputForm | None = None
+    batch_form: OutputForm | None = None
+
+    def remember(self, form: OutputForm, single: bool) -> None:
+        """Record the form a call just returned."""
+        if single:
+            self.single_form = form
+        else:
+            self.batch_form = form
+
+    def output_hint(self, single: bool) -> int:
+        """The hint written with new entries: the single and batch forms known so far."""
+        if single:
+            assert self.single_form is not None
+            return self.single_form.with_container_of(self.batch_form).hint()
+        assert self.batch_form is not None
+        return self.batch_form.hint()
+
+    def form_for(self, single: bool, hinted: OutputForm | None) -> OutputForm:
+        """The form of a result: this call's kind if known, else what a hit recorded."""
+        known, other = ((self.single_form, self.batch_form) if single
+                        else (self.batch_form, self.single_form))
+        return known or hinted or other or DEFAULT_FORM
+
+
+@dataclass
+class Call:
+    """One decorated call, bound and planned by the decorator."""
+
+    function: FunctionState
+    plan: BatchPlan
+    single: bool
+    model_name: str
+    params: dict[str, object]
+    keys: list[str]
+    digests: list[bytes]
+    invoke: Callable[[list[Text]], Any]
+    """Calls the wrapped function on these texts (awaitable for an async function)."""
+
+
+class Lookup:
+    """The flow of one call, and its state while it runs."""
+
+    def __init__(self, call: Call, store: EntryStore, breaker: CircuitBreaker, flights: Flights,
+                 log: RateLimitedLog, claim: Callable[[list[str]], Any]) -> None:
+        self.call = call
+        self.store = store
+        self.breaker = breaker
+        self.flights = flights
+        self.log = log
+        self.claim = claim
+        """``Flights.claim`` for this caller's thread and loop."""
+        self.rows: list[npt.NDArray[Any] | None] = [None] * len(call.keys)
+        self.hinted: OutputForm | None = None
+        self.computed = 0
+        self.direct: Any = None
+        """The function's own output when it is exactly the result (see ``_compute``)."""
+        self.degraded = False
+        """The backend failed during this call: its texts count as errors once, and the
+        backend is not tried again (it would most likely cost another timeout)."""
+        self.ticket: Ticket | None = None
+        self.owned: dict[int, Flight] = {}
+        self.dimensions: set[int] | None = None
+
+    def steps(self) -> Flow:
+        """The whole call: yields I/O steps, returns the result."""
+        try:
+            return (yield from self._lookup())
+        finally:
+            for index, flight in self.owned.items():  # failed or cancelled: waiters compute
+                self.flights.publish(self.call.keys[index], flight, self.rows[index])
+            if self.ticket is not None:
+                self.breaker.abandon(self.ticket)  # a no-op once the trial was answered
+
+    def _lookup(self) -> Flow:
+        call, flights = self.call, self.flights
+        epoch = flights.finished
+        everything = list(range(len(call.keys)))
+        yield from self._read(everything)
+        misses = [i for i in everything if self.rows[i] is None]
+        if misses:
+            claim = self.claim([call.keys[i] for i in misses])
+            self.owned = {misses[j]: flight for j, flight in claim.owned}
+            owned = list(self.owned)
+            if owned and flights.finished != epoch:  # someone finished since our read
+                yield from self._read(owned)
+                for i in owned:
+                    if self.rows[i] is not None:
+                        self._publish(i)
+            yield from self._compute([i for i in owned if self.rows[i] is None], holding=True)
+            waiting = [(misses[j], flight) for j, flight in claim.waiting]
+            if waiting:
+                values = yield Wait([flight for _, flight in waiting])
+                for (i, _), value in zip(waiting, values):
+                    self.rows[i] = value
+            leftovers = [i for i, _ in waiting if self.rows[i] is None]  # their owner failed
+            yield from self._compute(leftovers + [misses[j] for j in claim.unclaimed],
+                                     holding=False)
+        call.function.counters.add(hits=len(call.keys) - self.computed, misses=self.computed)
+        return self._result()
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _read(self, indexes: list[int]) -> Flow:
+        """Read ``indexes`` into ``rows``; a failed or skipped read leaves them missing."""
+        call = self.call
+        if not indexes or not self._may_use_backend(len(indexes)):
+            return
+        everything = len(indexes) == len(call.keys)
+        keys = call.keys if everything else [call.keys[i] for i in indexes]
+        digests = call.digests if everything else [call.digests[i] for i in indexes]
+        unique = call.plan.unique
+        texts = unique if everything else [unique[i] for i in indexes]
+        try:
+            values = yield Read(keys)
+        except BackendError as exc:
+            self._backend_failed(exc, len(keys))
+            return
+        self.breaker.record_success()
+        entries = self.store.decode(keys, digests, values, call.model_name, texts,
+                                    corrupt_also_to=call.function.counters)
+        for i, entry in zip(indexes, entries):
+            if entry is not None:
+                self.rows[i] = entry.embedding
+                if self.hinted is None:
+                    self.hinted = OutputForm.from_hint(entry.output_hint)
+
+    def _compute(self, indexes: list[int], holding: bool) -> Flow:
+        """Compute ``indexes`` chunk by chunk; write and publish each chunk."""
+        call, function = self.call, self.call.function
+        size = function.batch_size or max(1, len(indexes))
+        for start in range(0, len(indexes), size):
+            chunk = indexes[start:start + size]
+            texts = [call.plan.unique[i] for i in chunk]
+            output = yield Compute(texts, holding)
+            if call.single:
+                row, form = forms.read_single(output, function.label)
+                matrix = row[np.newaxis]
+            else:
+                matrix, form = forms.read_batch(output, len(chunk), function.label)
+            self._check_dimension(matrix.shape[1])
+            function.remember(form, call.single)
+            computed = self.store.computed_records(
+                texts, call.model_name, call.params, matrix, function.ttl,
+                function.output_hint(call.single))
+            for i, row in zip(chunk, computed.stored_rows):
+                self.rows[i] = row
+            self.computed += len(chunk)
+            if computed.failures:
+                self._unstorable(computed.failures, texts)
+            if computed.records:
+                yield from self._write(computed.records)
+            for i in chunk:
+                self._publish(i)
+            if (chunk == list(range(len(self.rows))) and not call.plan.has_duplicates
+                    and not computed.failures and _exact(output, form, computed.stored_rows)):
+                self.direct = output  # nobody else holds it: the caller may have it as is
+
+    def _write(self, records: list[Record]) -> Flow:
+        if not self._may_use_backend(len(records)):
+            return
+        try:
+            yield Write(records)
+        except ValueTooLargeError as exc:  # says nothing of the backend's health
+            self.call.function.counters.add(errors=len(records))
+            if self.call.function.raise_errors:
+                raise
+            self.log.warning("too-large", "embmemo: not caching an entry: %s", exc)
+        except BackendError as exc:
+            self._backend_failed(exc, len(records))
+        else:
+            self.breaker.record_success()
+
+    def _publish(self, index: int) -> None:
+        flight = self.owned.pop(index, None)
+        if flight is not None:
+            self.flights.publish(self.call.keys[index], flight, self.rows[index])
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def _may_use_backend(self, texts: int) -> bool:
+        """Whether to try the backend: not after it failed in this call, nor while the
+        breaker is open (then the texts count as errors, or it raises if strict)."""
+        if self.degraded:
+            return False
+        ticket = self.breaker.allow()
+        if ticket is None:
+            self._backend_failed(None, texts)
+            return False
+        if ticket.trial:
+            self.ticket = ticket
+        return True
+
+    def _backend_failed(self, exc: BackendError | None, texts: int) -> None:
+        """Fail open: count, log now and then, trip the breaker; or raise if strict.
+
+        ``exc`` is None when the open breaker skipped the backend. Each text counts as
+        one error per call, however many of the call's backend operations failed.
+        """
+        function = self.call.function
+        if not self.degraded:
+            function.counters.add(errors=texts)
+        self.degraded = True
+        if exc is not None:
+            self.breaker.record_failure()
+        if function.raise_errors:
+            raise exc or CircuitOpenError(
+                f"the cache backend failed repeatedly; {function.label} skips it for "
+                f"{self.breaker.retry_in:.1f} s more (on_error='raise')")
+        if exc is not None:
+            self.log.warning("backend", "embmemo: cache unavailable, computing instead: %s", exc)
+
+    def _unstorable(self, failures: Sequence[tuple[int, Exception]], texts: list[Text]) -> None:
+        """Rows the storage dtype cannot hold: returned as computed, not cached."""
+        function = self.call.function
+        function.counters.add(errors=len(failures))
+        index, reason = failures[0]
+        if function.raise_errors:
+            raise type(reason)(f"{function.label}: cannot cache the embedding of text "
+                               f"{texts[index]!r}: {reason}") from None
+        self.log.warning("unstorable", "embmemo: not caching %d embedding(s) of %s: %s",
+                         len(failures), function.label, reason)
+
+    def _check_dimension(self, computed: int) -> None:
+        """Fresh embeddings must match the dimension of the hits they are returned with
+        (checked before anything of theirs is written)."""
+        if self.dimensions is None:  # all hits are in by the first computed chunk
+            self.dimensions = {row.shape[0] for row in self.rows if row is not None}
+        if self.dimensions and self.dimensions != {computed}:
+            raise _dimension_error(self.call, sorted(self.dimensions), computed)
+        self.dimensions.add(computed)
+
+    # -- the result -------------------------------------------------------------------------
+
+    def _result(self) -> Any:
+        call = self.call
+        if self.direct is not None:
+            return self.direct
+        rows: list[npt.NDArray[Any]] = self.rows  # type: ignore[assignment]  # all filled now
+        form = call.function.form_for(call.single, self.hinted)
+        if call.single:
+            return forms.build_single(rows[0], form)
+        mismatch = forms.dimension_mismatch(rows)
+        if mismatch:
+            raise _dimension_error(call, sorted(mismatch), None)
+        return forms.build_batch(rows, call.plan.positions, form)
+
+
+def _exact(output: Any, form: OutputForm, stored: Sequence[npt.NDArray[Any]]) -> bool:
+    """Whether the function's output equals what a warm read would build: an array whose
+    dtype the entries record and whose values the storage dtype keeps exactly."""
+    return (isinstance(output, np.ndarray) and form.dtype is not None
+            and output.dtype == form.dtype
+            and (output.dtype.kind in "iu" or output.dtype == stored[0].dtype))
+
+
+def _dimension_error(call: Call, cached: list[int], computed: int | None) -> EmbeddingOutputError:
+    model = call.model_name
+    if computed is None:
+        found = f"cached embeddings of these texts have different dimensions {cached}"
+    else:
+        found = (f"it returned {computed}-d embeddings, but entries cached under the same "
+                 f"identity hold {'/'.join(map(str, cached))}-d ones")
+    params = f", model_params={call.params!r}" if call.params else ""
+    return EmbeddingOutputError(
+        f"{call.function.label}: {found}: the output of model {model!r} changed under the "
+        f"same name. Give the new output its own model name (for example "
+        f"model={model + '-v2'!r}), or drop the stale entries with "
+        f"cache.mdrop(texts, {model!r}{params}); other models' entries are not affected. "
+        "Nothing from this call was cached."
+    )

@@ -1,0 +1,308 @@
+"""``EntryStore``: one namespace of entries on one backend, below the public API.
+
+It turns requests into keys, embeddings into checked records and stored bytes back into
+entries, and opens the backends (lazily, each once). ``EmbeddingsCache``'s methods and
+the decorator's lookup engine both work through it: the cache validates arguments and
+shapes results, the engine plans decorated calls, and neither reaches into the other.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from . import codec
+from .backends import AsyncBackend, Backend, Record, open_async_backend, open_backend, wrap_client
+from .codec import CacheEntry
+from .config import Settings, ttl_ms, ttl_seconds
+from .errors import ConfigError, InvalidInputError, InvalidTypeError
+from .keys import KeyScheme, Text, encode_text, identity_prefix, model_identity, text_digest
+from .stats import Counters, RateLimitedLog
+
+Params = Mapping[str, object]
+_ITEM_FIELDS = frozenset({"text", "model_name", "embedding", "metadata", "ttl", "model_params"})
+
+
+def _item_fields(item: object) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """(text, model_name, model_params, embedding, ttl, metadata) of one mset item."""
+    if not isinstance(item, Mapping):
+        raise InvalidTypeError(f"each item must be a dict, got {type(item).__name__}")
+    if not item.keys() <= _ITEM_FIELDS:
+        raise InvalidInputError(f"unknown field(s) {sorted(item.keys() - _ITEM_FIELDS)}")
+    try:
+        return (item["text"], item["model_name"], item.get("model_params"), item["embedding"],
+                item.get("ttl"), item.get("metadata"))
+    except KeyError as missing:
+        raise InvalidInputError(f"missing field {missing}") from None
+
+
+class _RecordEncoder:
+    """Validates and encodes records for one batch, reusing per-model work (digest prefix,
+    model name bytes)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.now = time.time()
+        self._models: dict[str, tuple[bytes, bytes]] = {}
+
+    def _model(self, model_name: str, model_params: Params | None) -> tuple[bytes, bytes]:
+        known = None if model_params else self._models.get(model_name)
+        if known is None:
+            identity = model_identity(model_name, model_params)
+            known = (identity_prefix(identity), model_name.encode("utf-8", "surrogatepass"))
+            if not model_params:  # params dicts may be mutated between items: not kept
+                self._models[model_name] = known
+        return known
+
+    def encode(
+        self,
+        text: Text,
+        model_name: str,
+        model_params: Params | None,
+        vector: bytes,
+        dimension: int,
+        dtype: np.dtype[Any],
+        entry_ttl_ms: int | None,
+        metadata: object,
+        output_hint: int = 0,
+    ) -> Record:
+        """One encoded record around an already checked vector."""
+        digest_prefix, model_bytes = self._model(model_name, model_params)
+        tag, text_bytes = encode_text(text)
+        digest = text_digest(digest_prefix, tag, text_bytes)
+        value = codec.encode(
+            digest, tag == b"b", text_bytes, model_bytes, vector, dimension, dtype,
+            codec.metadata_json(metadata), entry_ttl_ms or 0, self.now, output_hint,
+        )
+        return Record(self.prefix + digest.hex(), value, entry_ttl_ms)
+
+
+class ComputedRecords(NamedTuple):
+    """A decorated function's fresh embeddings, encoded.
+
+    ``records`` are the rows that can be stored; ``stored_rows`` holds, per input row,
+    the embedding exactly as a later read will return it (rounded through the storage
+    dtype), or the row as computed where it cannot be stored; ``failures`` names those
+    rows (index, reason).
+    """
+
+    records: list[Record]
+    stored_rows: list[npt.NDArray[Any]]
+    failures: list[tuple[int, InvalidInputError]]
+
+
+class EntryStore:
+    """Keys, records and backends of one cache namespace.
+
+    Args:
+        settings: The resolved settings (URL, namespace, TTL, timeouts).
+        dtype: The storage dtype name of float embeddings.
+        connection_kwargs: Redis client settings overriding embmemo's defaults.
+        redis_client: A caller's sync Redis client, used instead of the URL.
+        async_redis_client: A caller's async Redis client, used instead of the URL.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        dtype: str,
+        *,
+        connection_kwargs: Mapping[str, Any] | None = None,
+        redis_client: Any = None,
+        async_redis_client: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.scheme = KeyScheme(settings.name)
+        self.dtype = codec.dtype_for(dtype)
+        self.connection_kwargs = dict(connection_kwargs or {})
+        self.redis_client = redis_client
+        self.async_redis_client = async_redis_client
+        self.counters = Counters()
+        """What reads through this store found: the cache's ``stats()``."""
+        self._corrupt_log = RateLimitedLog()
+        self._backend: Backend | None = None
+        self._async_backend: AsyncBackend | None = None
+        self._open_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The key namespace."""
+        return self.settings.name
+
+    @property
+    def refresh_ttl_on_read(self) -> bool:
+        """Whether reads slide the TTL of hits."""
+        return self.settings.refresh_ttl
+
+    # -- pure preparation -----------------------------------------------------------------
+
+    def keys(
+        self, texts: Sequence[Text], model_name: str, model_params: Params | None = None
+    ) -> tuple[list[str], list[bytes]]:
+        """Keys and raw digests of ``texts`` under one model identity."""
+        return self.scheme.keys(texts, model_identity(model_name, model_params))
+
+    def key_digests(self, keys: Sequence[str]) -> list[bytes]:
+        """The digest each key carries; a key of another shape is an input error."""
+        return [self.scheme.digest_of(key) for key in keys]
+
+    def records(
+        self, items: Sequence[Mapping[str, Any]], batch_ttl: float | None
+    ) -> tuple[list[str], list[Record]]:
+        """Validate every ``mset`` item, then encode them all; nothing is written on any
+        error. The keys in item order, and one record per distinct key (the last wins)."""
+        if not isinstance(items, (list, tuple)):
+            raise InvalidTypeError(f"items must be a list of dicts, got {type(items).__name__}")
+        default_ttl = ttl_seconds(batch_ttl) if batch_ttl is not None else self.settings.ttl
+        encoder = _RecordEncoder(self.scheme.prefix)
+        keys: list[str] = []
+        records: dict[str, Record] = {}
+        default_ms = ttl_ms(default_ttl)
+        with codec.quiet_float_errors():
+            for index, item in enumerate(items):
+                try:
+                    text, model_name, params, embedding, item_ttl, metadata = _item_fields(item)
+                    entry_ms = default_ms if item_ttl is None else ttl_ms(ttl_seconds(item_ttl))
+                    vector, dimension = codec.vector_bytes(embedding, self.dtype)
+                    record = encoder.encode(text, model_name, params, vector, dimension,
+                                            self.dtype, entry_ms, metadata)
+                except (InvalidInputError, InvalidTypeError) as exc:
+                    raise type(exc)(f"items[{index}]: {exc}") from None
+                keys.append(record.key)
+                records[record.key] = record
+        return keys, list(records.values())
+
+    def computed_records(
+        self,
+        texts: Sequence[Text],
+        model_name: str,
+        model_params: Params | None,
+        matrix: npt.NDArray[Any],
+        ttl: float | None,
+        output_hint: int,
+    ) -> ComputedRecords:
+        """Records for rows a decorated function just computed (already checked).
+
+        Float rows are stored in the cache's dtype; integer rows (quantized embeddings)
+        in the smallest integer dtype that holds the batch, so they come back exact. A
+        row the dtype cannot hold (float16 overflow) is left out and reported.
+        """
+        encoder = _RecordEncoder(self.scheme.prefix)
+        entry_ttl_ms = ttl_ms(ttl if ttl is not None else self.settings.ttl)
+        integers = matrix.dtype.kind in "iu"
+        dtype = codec.smallest_integer_dtype(matrix) if integers else self.dtype
+        result = ComputedRecords([], [], [])
+        with codec.quiet_float_errors():
+            for index, (text, row) in enumerate(zip(texts, matrix)):
+                try:
+                    vector, dimension = codec.vector_bytes(row, dtype)
+                except InvalidInputError as exc:
+                    result.failures.append((index, exc))
+                    result.stored_rows.append(_frozen(row.copy()))
+                    continue
+                result.records.append(encoder.encode(
+                    text, model_name, model_params, vector, dimension, dtype, entry_ttl_ms,
+                    None, output_hint))
+                result.stored_rows.append(np.frombuffer(vector, dtype))
+        return result
+
+    def decode(
+        self,
+        keys: Sequence[str],
+        digests: Sequence[bytes],
+        values: Sequence[bytes | None],
+        model_name: str | None,
+        texts: Sequence[Text] | None = None,
+        corrupt_also_to: Counters | None = None,
+    ) -> list[CacheEntry | None]:
+        """Decode and verify; count hits, misses and corrupt values (corrupt ones also in
+        ``corrupt_also_to``). ``texts``: what the keys were computed from, when they were."""
+        entries, corrupt = codec.decode_many(values, keys, digests, model_name, texts)
+        if corrupt:
+            if corrupt_also_to is not None:
+                corrupt_also_to.add(corrupt=corrupt)
+            self._corrupt_log.warning(
+                "corrupt", "embmemo: ignored %d stored value(s) that failed verification, "
+                "e.g. %s", corrupt,
+                next(k for k, v, e in zip(keys, values, entries) if v is not None and e is None),
+            )
+        # Counting None among the values, not the entries: a CacheEntry's __eq__ would run
+        # for every hit.
+        hits = len(entries) - values.count(None) - corrupt
+        self.counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt)
+        return entries
+
+    # -- backends -------------------------------------------------------------------------
+
+    def backend(self) -> Backend:
+        """The synchronous backend, opened on first use (opening never connects)."""
+        backend = self._backend
+        if backend is None:
+            with self._open_lock:
+                if self._backend is None:
+                    self._backend = self._open(asynchronous=False)
+                backend = self._backend
+        return backend
+
+    def async_backend(self) -> AsyncBackend:
+        """The asynchronous backend, opened on first use (opening never connects)."""
+        backend = self._async_backend
+        if backend is None:
+            with self._open_lock:
+                if self._async_backend is None:
+                    self._async_backend = self._open(asynchronous=True)
+                backend = self._async_backend
+        return backend
+
+    def _open(self, asynchronous: bool) -> Any:
+        given = self.async_redis_client if asynchronous else self.redis_client
+        other = self.redis_client if asynchronous else self.async_redis_client
+        timeout, kwargs = self.settings.timeout, self.connection_kwargs
+        if given is not None:
+            return wrap_client(given, asynchronous, timeout=timeout, connection_kwargs=kwargs)
+        if other is not None:
+            raise ConfigError(
+                f"this cache was given only {'a sync' if asynchronous else 'an async'} Redis "
+                f"client; pass {'async_redis_client' if asynchronous else 'redis_client'} "
+                f"to use the {'async' if asynchronous else 'sync'} methods"
+            )
+        opener = open_async_backend if asynchronous else open_backend
+        return opener(self.settings.url, timeout=timeout, connection_kwargs=kwargs)
+
+    def close(self) -> None:
+        """Release the sync backend's connections (it reopens on next use)."""
+        with self._open_lock:
+            backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+
+    async def aclose(self) -> None:
+        """Release the async backend's connections, and the sync backend's too."""
+        with self._open_lock:
+            backend, self._async_backend = self._async_backend, None
+        if backend is not None:
+            await backend.close()
+        self.close()
+
+    def entries(self, chunk: int = 1000) -> Iterator[tuple[CacheEntry, int]]:
+        """Every valid entry of the namespace with its stored size (for ``embmemo stats``);
+        reads do not refresh TTLs and are not counted."""
+        backend = self.backend()
+        keys = backend.scan_keys(self.name, self.scheme.scan_pattern())
+        for start in range(0, len(keys), chunk):
+            part = keys[start:start + chunk]
+            values = backend.get_many(part, False)
+            entries, _ = codec.decode_many(values, part, self.key_digests(part))
+            for entry, value in zip(entries, values):
+                if entry is not None and value is not None:
+                    yield entry, len(value)
+
+
+def _frozen(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    array.flags.writeable = False
+    return array
