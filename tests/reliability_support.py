@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -84,6 +85,29 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
             return True
         time.sleep(interval)
     return predicate()
+
+
+def in_forked_child(work: Callable[[], bool]) -> int:
+    """Run ``work`` in a forked child; its exit status (0: passed, 1: failed, 2: raised)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 2
+        try:
+            signal.alarm(20)  # a hung child dies instead of hanging the parent
+            status = 0 if work() else 1
+        except BaseException:  # the parent sees status 2
+            status = 2
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child hung")
 
 
 def client_count(raw: redis.Redis) -> int:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +22,7 @@ from reliability_support import (
     Model,
     client_count,
     elapsed,
+    in_forked_child,
     paused,
     running,
     vector_for,
@@ -285,29 +284,6 @@ async def test_cancelled_decorated_calls_leave_single_flight_usable(namespace: s
 # -- fork and event loops -----------------------------------------------------------------
 
 
-def _in_child(work: Callable[[], bool]) -> int:
-    """Run ``work`` in a forked child; its exit status (0: passed, 1: failed, 2: raised)."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        status = 2
-        try:
-            signal.alarm(20)  # a hung child dies instead of hanging the parent
-            status = 0 if work() else 1
-        except BaseException:  # the parent sees status 2
-            status = 2
-        finally:
-            os._exit(status)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child hung")
-
-
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_fork_child_gets_fresh_connections_and_parent_keeps_working(
     kind: str, namespace: str, tmp_path: Path
@@ -340,7 +316,7 @@ def test_fork_child_gets_fresh_connections_and_parent_keeps_working(
             ok = ok and asyncio.run(asyncio.wait_for(async_part(), 10))
             return ok
 
-        assert _in_child(child) == 0
+        assert in_forked_child(child) == 0
         # The parent's own connections were not disturbed by the child.
         entry = cache.get("child 7", MODEL)
         assert entry is not None

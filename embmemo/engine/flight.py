@@ -88,7 +88,13 @@ class Flights:
         """How many flights have finished: a caller whose read predates a finish re-reads."""
 
     def __len__(self) -> int:
+        """How many keys are being computed."""
         return len(self._running)
+
+    def waiting_tasks(self) -> int:
+        """How many asyncio tasks wait for a key being computed."""
+        with self.lock:
+            return sum(len(flight.waiters) for flight in self._running.values())
 
     def claim(self, keys: Sequence[str], loop: asyncio.AbstractEventLoop | None,
               asynchronous: bool) -> Claim:
