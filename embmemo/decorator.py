@@ -70,6 +70,12 @@ class CachedEmbeddingFunction(Protocol[P, R_co]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
     @overload
+    def __get__(  # a classmethod read from its class: cls is bound
+        self: CachedEmbeddingFunction[Concatenate[type[S], P2], R],
+        instance: None,
+        owner: type[S],
+    ) -> CachedEmbeddingFunction[P2, R]: ...
+    @overload
     def __get__(self, instance: None, owner: Any) -> Self: ...
     @overload
     def __get__(

@@ -240,7 +240,7 @@ def build_batch(rows: Sequence[npt.NDArray[Any]], positions: Sequence[int],
     return ordered if form.container == "list" else tuple(ordered)
 
 
-def dimension_mismatch(rows: Sequence[npt.NDArray[Any] | None]) -> set[int] | None:
-    """The dimensions of ``rows`` (None entries skipped) when they are not all the same."""
-    dimensions = {row.shape[0] for row in rows if row is not None}
+def dimension_mismatch(rows: Sequence[npt.NDArray[Any]]) -> set[int] | None:
+    """The dimensions of 1-D ``rows`` when they are not all the same."""
+    dimensions = set(map(len, rows))
     return dimensions if len(dimensions) > 1 else None

@@ -31,8 +31,7 @@ from embmemo import (
     InvalidInputError,
     cached_embedding,
 )
-from embmemo.engine import CircuitOpenError
-from embmemo.engine import flight
+from embmemo.engine import CircuitOpenError, flight
 from embmemo.engine.breaker import CircuitBreaker
 
 MODEL = "engine-model"
@@ -201,7 +200,11 @@ def test_threads_never_share_result_objects(cache: EmbeddingsCache) -> None:
         cache.clear()
         barrier.reset()
         results: list[np.ndarray] = []
-        threads = [threading.Thread(target=lambda i=i: results.append(call(i))) for i in (0, 1)]
+
+        def record(index: int, into: list[np.ndarray] = results) -> None:
+            into.append(call(index))
+
+        threads = [threading.Thread(target=record, args=(i,)) for i in (0, 1)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -530,7 +533,7 @@ def test_cold_equals_warm_exactly_in_a_fresh_process(
         done = subprocess.run([sys.executable, str(script), namespace, redis_url, mode],
                               capture_output=True, check=False, timeout=60)
         assert done.returncode == 0, done.stderr.decode()
-        return pickle.loads(done.stdout)  # noqa: S301  # our own child's output
+        return pickle.loads(done.stdout)  # our own child's output
 
     cold, warm = run("cold"), run("warm")
     assert _describe(cold) == _describe(warm)

@@ -28,13 +28,25 @@ class Client:
         return [[0.0] for _ in texts]
     name = "m"
 
+    @cached_embedding(model="m", cache=cache)
+    @classmethod
+    def embed_cls(cls, text: str, dimensions: int = 3) -> list[float]:
+        return [0.0] * dimensions
+
 reveal_type(embed(["a"], dimensions=4))
 reveal_type(aembed("a"))
 reveal_type(Client().embed(["a"]))
 reveal_type(embed.cache_info().hit_rate)
+reveal_type(Client.embed_cls("a"))
+reveal_type(Client().embed_cls("a", dimensions=2))
+reveal_type(Client.embed_cls.cache_info().hits)
 embed.cache_clear()
 embed(["a"], dimensions="wide")
 Client().embed(3)
+Client.embed_cls(3)
+@cached_embedding
+def bare(texts: list[str]) -> list[list[float]]:
+    return []
 '''
 
 
@@ -50,7 +62,12 @@ def test_signatures_survive_decoration(tmp_path: Path) -> None:
     assert "Coroutine" in revealed[1] and "ndarray" in revealed[1]
     assert revealed[2] == '"list[list[float]]"'
     assert revealed[3] == '"float"'
+    assert revealed[4] == revealed[5] == '"list[float]"'  # cls is bound, also via an instance
+    assert revealed[6] == '"int"'
     errors = [line for line in lines if ": error:" in line and "[arg-type]" in line]
-    assert len(errors) == 2, out + err
+    assert not [line for line in lines if "[call-arg]" in line], out + err
+    assert len(errors) == 4, out + err
     assert '"dimensions"' in errors[0] and 'expected "int"' in errors[0]
     assert '"list[str]"' in errors[1]
+    assert 'expected "str"' in errors[2]  # the classmethod's text, not its cls
+    assert '"cached_embedding"' in errors[3]  # the bare decorator

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from functools import partial
 from typing import Any
 
 from ..stats import RateLimitedLog
@@ -51,8 +50,8 @@ class LookupEngine:
 
     def _lookup(self, call: Call, loop: asyncio.AbstractEventLoop | None,
                 asynchronous: bool) -> Flow:
-        claim = partial(self.flights.claim, loop=loop, asynchronous=asynchronous)
-        return Lookup(call, self.store, self.breaker, self.flights, self.log, claim).steps()
+        return Lookup(call, self.store, self.breaker, self.flights, self.log, loop,
+                      asynchronous).steps()
 
     def run(self, call: Call) -> Any:
         """Run a call, blocking on each step."""

@@ -15,6 +15,7 @@ the cache stores them, so a cold call returns exactly what a warm call will.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -96,14 +97,16 @@ class FunctionState:
         assert self.batch_form is not None
         return self.batch_form.hint()
 
-    def form_for(self, single: bool, hinted: OutputForm | None) -> OutputForm:
+    def form_for(self, single: bool, hint: int | None) -> OutputForm:
         """The form of a result: this call's kind if known, else what a hit recorded."""
         known, other = ((self.single_form, self.batch_form) if single
                         else (self.batch_form, self.single_form))
-        return known or hinted or other or DEFAULT_FORM
+        if known is not None:
+            return known
+        return (hint and OutputForm.from_hint(hint)) or other or DEFAULT_FORM
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One decorated call, bound and planned by the decorator."""
 
@@ -119,25 +122,36 @@ class Call:
 
 
 class Lookup:
-    """The flow of one call, and its state while it runs."""
+    """The flow of one call, and its state while it runs.
+
+    ``loop`` is the event loop running in the caller's thread (None if none), and
+    ``asynchronous`` whether the caller awaits on it or blocks its thread: single flight
+    needs both to decide whom a caller may wait for.
+    """
+
+    __slots__ = ("asynchronous", "breaker", "call", "computed", "degraded", "dimensions",
+                 "direct", "flights", "hint", "log", "loop", "owned", "rows", "store",
+                 "ticket")
 
     def __init__(self, call: Call, store: EntryStore, breaker: CircuitBreaker, flights: Flights,
-                 log: RateLimitedLog, claim: Callable[[list[str]], Any]) -> None:
+                 log: RateLimitedLog, loop: asyncio.AbstractEventLoop | None,
+                 asynchronous: bool) -> None:
         self.call = call
         self.store = store
         self.breaker = breaker
         self.flights = flights
         self.log = log
-        self.claim = claim
-        """``Flights.claim`` for this caller's thread and loop."""
+        self.loop = loop
+        self.asynchronous = asynchronous
         self.rows: list[npt.NDArray[Any] | None] = [None] * len(call.keys)
-        self.hinted: OutputForm | None = None
+        self.hint: int | None = None
+        """The output form the first hit recorded (decoded only when needed)."""
         self.computed = 0
+        # The function's own output when it is exactly the result (see ``_compute``).
         self.direct: Any = None
-        """The function's own output when it is exactly the result (see ``_compute``)."""
+        # The backend failed during this call: its texts count as errors once, and the
+        # backend is not tried again (it would most likely cost another timeout).
         self.degraded = False
-        """The backend failed during this call: its texts count as errors once, and the
-        backend is not tried again (it would most likely cost another timeout)."""
         self.ticket: Ticket | None = None
         self.owned: dict[int, Flight] = {}
         self.dimensions: set[int] | None = None
@@ -159,7 +173,7 @@ class Lookup:
         yield from self._read(everything)
         misses = [i for i in everything if self.rows[i] is None]
         if misses:
-            claim = self.claim([call.keys[i] for i in misses])
+            claim = flights.claim([call.keys[i] for i in misses], self.loop, self.asynchronous)
             self.owned = {misses[j]: flight for j, flight in claim.owned}
             owned = list(self.owned)
             if owned and flights.finished != epoch:  # someone finished since our read
@@ -202,8 +216,8 @@ class Lookup:
         for i, entry in zip(indexes, entries):
             if entry is not None:
                 self.rows[i] = entry.embedding
-                if self.hinted is None:
-                    self.hinted = OutputForm.from_hint(entry.output_hint)
+                if self.hint is None:
+                    self.hint = entry.output_hint
 
     def _compute(self, indexes: list[int], holding: bool) -> Flow:
         """Compute ``indexes`` chunk by chunk; write and publish each chunk."""
@@ -317,7 +331,7 @@ class Lookup:
         if self.direct is not None:
             return self.direct
         rows: list[npt.NDArray[Any]] = self.rows  # type: ignore[assignment]  # all filled now
-        form = call.function.form_for(call.single, self.hinted)
+        form = call.function.form_for(call.single, self.hint)
         if call.single:
             return forms.build_single(rows[0], form)
         mismatch = forms.dimension_mismatch(rows)
