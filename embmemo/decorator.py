@@ -422,6 +422,12 @@ class _CachedEmbedding(_FunctionWrapper):
     def __reduce__(self) -> str | tuple[Any, ...]:
         return self.__reduce_ex__(2)
 
+    def __copy__(self) -> Self:
+        return self  # like a function: copying gives the same object
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return self
+
 
 def _rebuild(function: Any, options: dict[str, Any]) -> Any:
     """An unpickled decorated object: decorated again with the same arguments."""

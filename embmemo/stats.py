@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import NamedTuple
 
 logger = logging.getLogger("embmemo")
+
+_locked: weakref.WeakSet[Counters | RateLimitedLog] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    """A lock some other thread held at fork() would stay held forever in the child."""
+    for instance in list(_locked):
+        instance.new_lock()
 
 
 class CacheInfo(NamedTuple):
@@ -38,6 +48,11 @@ class Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values = [0, 0, 0, 0]
+        _locked.add(self)
+
+    def new_lock(self) -> None:
+        """Replace the lock (in a forked child)."""
+        self._lock = threading.Lock()
 
     def add(self, hits: int = 0, misses: int = 0, errors: int = 0, corrupt: int = 0) -> None:
         """Add to the counters atomically."""
@@ -67,6 +82,11 @@ class RateLimitedLog:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
+        _locked.add(self)
+
+    def new_lock(self) -> None:
+        """Replace the lock (in a forked child)."""
+        self._lock = threading.Lock()
 
     def warning(self, topic: str, message: str, *args: object) -> None:
         """Log ``message % args`` unless this topic was logged less than an interval ago."""
@@ -80,3 +100,6 @@ class RateLimitedLog:
             self._last[topic] = now
         suffix = f" ({held} similar messages suppressed)" if held else ""
         logger.warning(message + suffix, *args)
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)

@@ -242,22 +242,19 @@ class EntryStore:
     def backend(self) -> Backend:
         """The synchronous backend, opened on first use (opening never connects)."""
         backend = self._backend
-        if backend is None:
-            with self._open_lock:
-                if self._backend is None:
-                    self._backend = self._open(asynchronous=False)
-                backend = self._backend
-        return backend
+        return backend if backend is not None else self._open_once(asynchronous=False)
 
     def async_backend(self) -> AsyncBackend:
         """The asynchronous backend, opened on first use (opening never connects)."""
         backend = self._async_backend
-        if backend is None:
-            with self._open_lock:
-                if self._async_backend is None:
-                    self._async_backend = self._open(asynchronous=True)
-                backend = self._async_backend
-        return backend
+        return backend if backend is not None else self._open_once(asynchronous=True)
+
+    def _open_once(self, asynchronous: bool) -> Any:
+        slot = "_async_backend" if asynchronous else "_backend"
+        with self._open_lock:  # two threads' first calls open one backend
+            if getattr(self, slot) is None:
+                setattr(self, slot, self._open(asynchronous))
+            return getattr(self, slot)
 
     def _open(self, asynchronous: bool) -> Any:
         given = self.async_redis_client if asynchronous else self.redis_client

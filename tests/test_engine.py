@@ -6,6 +6,7 @@ that must not depend on cache state, and pickling. Real redis-server processes t
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import logging
 import multiprocessing
@@ -683,3 +684,25 @@ def test_counters_and_flights_are_clean_after_many_cancellations(
 
     asyncio.run(main())
     assert wait_until(lambda: len(cache.engine.flights) == 0, timeout=BOUND)
+
+
+class Client:
+    """A module-level class: its decorated methods pickle like bound methods."""
+
+    @cached_embedding(model=MODEL, cache=EmbeddingsCache(url="memory://pickled-methods"))
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [[float(len(t))] for t in texts]
+
+    @cached_embedding(model=MODEL + "-cls", cache=EmbeddingsCache(url="memory://pickled-methods"))
+    @classmethod
+    def embed_cls(cls, texts: list[str]) -> list[list[float]]:
+        return [[-float(len(t))] for t in texts]
+
+
+def test_decorated_methods_pickle_and_copy_like_plain_ones() -> None:
+    client = Client()
+    assert pickle.loads(pickle.dumps(client.embed))(["abc"]) == [[3.0]]
+    assert pickle.loads(pickle.dumps(Client.embed_cls))(["abc"]) == [[-3.0]]
+    assert pickle.loads(pickle.dumps(client.embed_cls))(["ab"]) == [[-2.0]]
+    function = importlib.import_module("spawn_embed").embed_lengths
+    assert copy.copy(function) is function and copy.deepcopy(function) is function

@@ -42,11 +42,11 @@ class LookupEngine:
         _engines.add(self)
 
     def after_fork(self) -> None:
-        """In a forked child: the parent's flights have no owner here, and its breaker's
-        lock may be held by a thread that does not exist here."""
+        """In a forked child: the parent's flights have no owner here, its breaker's
+        state is the parent's, and either lock may be held by a thread that does not
+        exist here."""
         self.breaker = CircuitBreaker(self.breaker.threshold, self.breaker.cooldown)
         self.flights = Flights()
-        self.log = RateLimitedLog(self.log.interval)
 
     def _lookup(self, call: Call, loop: asyncio.AbstractEventLoop | None,
                 asynchronous: bool) -> Flow:
