@@ -254,8 +254,10 @@ class EmbeddingsCache:
         texts = _text_list(texts)
         keys, digests = self._store.keys(texts, model_name, model_params)
         backend = self._store.backend()
-        values = backend.get_many(keys, self.refresh_ttl_on_read) if keys else []
-        return self._store.decode(keys, digests, values, model_name, texts)
+        values = backend.get_many(keys) if keys else []
+        entries = self._store.decode(keys, digests, values, model_name, texts)
+        self._store.slide(backend, keys, entries)
+        return entries
 
     def mexists(
         self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
@@ -276,8 +278,10 @@ class EmbeddingsCache:
         """Entries stored under many keys, in input order (None for misses)."""
         digests = self._store.key_digests(_key_list(keys))
         backend = self._store.backend()
-        values = backend.get_many(keys, self.refresh_ttl_on_read) if keys else []
-        return self._store.decode(keys, digests, values, None)
+        values = backend.get_many(keys) if keys else []
+        entries = self._store.decode(keys, digests, values, None)
+        self._store.slide(backend, keys, entries)
+        return entries
 
     def mexists_by_keys(self, keys: Sequence[str]) -> list[bool]:
         """Whether each key holds an entry, in input order."""
@@ -371,8 +375,10 @@ class EmbeddingsCache:
         texts = _text_list(texts)
         keys, digests = self._store.keys(texts, model_name, model_params)
         backend = self._store.async_backend()
-        values = await backend.get_many(keys, self.refresh_ttl_on_read) if keys else []
-        return self._store.decode(keys, digests, values, model_name, texts)
+        values = await backend.get_many(keys) if keys else []
+        entries = self._store.decode(keys, digests, values, model_name, texts)
+        await self._store.aslide(backend, keys, entries)
+        return entries
 
     async def amexists(
         self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
@@ -393,8 +399,10 @@ class EmbeddingsCache:
         """Async ``mget_by_keys``."""
         digests = self._store.key_digests(_key_list(keys))
         backend = self._store.async_backend()
-        values = await backend.get_many(keys, self.refresh_ttl_on_read) if keys else []
-        return self._store.decode(keys, digests, values, None)
+        values = await backend.get_many(keys) if keys else []
+        entries = self._store.decode(keys, digests, values, None)
+        await self._store.aslide(backend, keys, entries)
+        return entries
 
     async def amexists_by_keys(self, keys: Sequence[str]) -> list[bool]:
         """Async ``mexists_by_keys``."""

@@ -19,8 +19,8 @@ from typing import NoReturn, TextIO
 
 from . import __version__, codec
 from .cache import EmbeddingsCache
-from .config import redact_url
 from .errors import EmbmemoError
+from .urls import redact_url
 
 
 class _Parser(argparse.ArgumentParser):

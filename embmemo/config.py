@@ -12,15 +12,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
+from .urls import check_url, redact_url
 
 DEFAULT_NAME = "embedcache"
 DEFAULT_TIMEOUT = 1.0
 MAX_TTL_SECONDS = 2**47 / 1000  # codec.MAX_TTL_MS
 ON_ERROR_CHOICES = ("compute", "raise")
-SCHEMES = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 ENV_VARS: dict[str, str] = {
     "EMBMEMO_URL": "Backend URL (see Backends). Default: the embedded SQLite file.",
@@ -54,37 +53,6 @@ def ttl_seconds(value: object) -> float | None:
 def ttl_ms(seconds: float | None) -> int | None:
     """Seconds to whole milliseconds, at least 1, for SET PX and the record header."""
     return None if seconds is None else max(1, round(seconds * 1000))
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password (in the userinfo or the query) replaced by ``***``."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc and "password" not in parts.query.lower():
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        elif parts.scheme.startswith("redis"):  # redis://secret@host: a bare password
-            userinfo = "***"
-        netloc = f"{userinfo}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def url_scheme(url: str) -> str:
-    """The backend scheme of a URL, or a ConfigError listing the known ones."""
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"unsupported backend URL {redact_url(url)!r}: "
-            f"the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
-        )
-    return scheme
 
 
 def user_cache_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -170,12 +138,7 @@ class Settings:
         if url is not None and not isinstance(url, str):
             raise InvalidTypeError(f"url must be a str, got {type(url).__name__}")
         resolved_url = url or env.get("EMBMEMO_URL") or default_url(env)
-        try:
-            url_scheme(resolved_url)
-        except ConfigError as exc:
-            if url is None and env.get("EMBMEMO_URL"):
-                raise ConfigError(f"EMBMEMO_URL: {exc}") from None
-            raise
+        check_url(resolved_url, "url" if url else "EMBMEMO_URL")
         env_name = env.get("EMBMEMO_NAME")
         if name is None and env_name is not None and not env_name.strip():
             raise ConfigError(f"EMBMEMO_NAME must be a non-empty namespace, got {env_name!r}")

@@ -17,10 +17,18 @@ import numpy as np
 import numpy.typing as npt
 
 from . import codec
-from .backends import AsyncBackend, Backend, Record, open_async_backend, open_backend, wrap_client
+from .backends import (
+    AsyncBackend,
+    Backend,
+    Record,
+    Refresh,
+    open_async_backend,
+    open_backend,
+    wrap_client,
+)
 from .codec import CacheEntry
 from .config import Settings, ttl_ms, ttl_seconds
-from .errors import ConfigError, InvalidInputError, InvalidTypeError
+from .errors import BackendError, ConfigError, InvalidInputError, InvalidTypeError
 from .keys import KeyScheme, Text, encode_text, identity_prefix, model_identity, text_digest
 from .stats import Counters, RateLimitedLog
 
@@ -82,6 +90,42 @@ class _RecordEncoder:
         return Record(self.prefix + digest.hex(), value, entry_ttl_ms)
 
 
+REFRESH_FRACTION = 0.25
+"""A hit's TTL is given again once at least this fraction of it has passed."""
+
+
+class SlidingExpiry:
+    """Which hits of a read get their TTL again (sliding expiry, at a coarse grain).
+
+    Re-applying every hit's TTL on every read costs a server write per hit (and a file
+    write for SQLite). A hit is due only when a quarter of its TTL has passed since it was
+    written (its header says when) or since this process last refreshed it, so a hot
+    entry is refreshed at most four times per TTL per process, always keeps at least
+    three quarters of its TTL ahead, and most reads are plain reads.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._refreshed: dict[str, float] = {}
+
+    def due(self, keys: Sequence[str], entries: Sequence[CacheEntry | None]) -> list[Refresh]:
+        """The refreshes ``entries`` (read under ``keys``) need now; marks them done."""
+        now = time.time()
+        refreshed = self._refreshed
+        out: list[Refresh] = []
+        for key, entry in zip(keys, entries):
+            if entry is None or entry.ttl is None:
+                continue
+            grain = entry.ttl * REFRESH_FRACTION
+            if now - entry.inserted_at < grain or now - refreshed.get(key, 0.0) < grain:
+                continue
+            if len(refreshed) >= self.capacity:  # forgetting only means refreshing early
+                refreshed.clear()
+            refreshed[key] = now
+            out.append(Refresh(key, round(entry.ttl * 1000)))
+        return out
+
+
 class ComputedRecords(NamedTuple):
     """A decorated function's fresh embeddings, encoded.
 
@@ -124,7 +168,9 @@ class EntryStore:
         self.async_redis_client = async_redis_client
         self.counters = Counters()
         """What reads through this store found: the cache's ``stats()``."""
+        self.sliding = SlidingExpiry()
         self._corrupt_log = RateLimitedLog()
+        self._refresh_log = RateLimitedLog()
         self._backend: Backend | None = None
         self._async_backend: AsyncBackend | None = None
         self._open_lock = threading.Lock()
@@ -237,6 +283,35 @@ class EntryStore:
         self.counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt)
         return entries
 
+    def due_refreshes(self, keys: Sequence[str],
+                      entries: Sequence[CacheEntry | None]) -> list[Refresh]:
+        """The hits of a read whose TTL should slide now (none when reads do not slide)."""
+        return self.sliding.due(keys, entries) if self.refresh_ttl_on_read else []
+
+    def refresh_skipped(self, error: BackendError) -> None:
+        """A TTL refresh failed (a read-only replica, say): the read's hits stand."""
+        self._refresh_log.warning("refresh", "embmemo: TTL refresh skipped: %s", error)
+
+    def slide(self, backend: Backend, keys: Sequence[str],
+              entries: Sequence[CacheEntry | None]) -> None:
+        """Refresh the TTLs a read made due, best effort."""
+        due = self.due_refreshes(keys, entries)
+        if due:
+            try:
+                backend.refresh_many(due)
+            except BackendError as exc:
+                self.refresh_skipped(exc)
+
+    async def aslide(self, backend: AsyncBackend, keys: Sequence[str],
+                     entries: Sequence[CacheEntry | None]) -> None:
+        """Async ``slide``."""
+        due = self.due_refreshes(keys, entries)
+        if due:
+            try:
+                await backend.refresh_many(due)
+            except BackendError as exc:
+                self.refresh_skipped(exc)
+
     # -- backends -------------------------------------------------------------------------
 
     def backend(self) -> Backend:
@@ -293,7 +368,7 @@ class EntryStore:
         keys = backend.scan_keys(self.name, self.scheme.scan_pattern())
         for start in range(0, len(keys), chunk):
             part = keys[start:start + chunk]
-            values = backend.get_many(part, False)
+            values = backend.get_many(part)
             entries, _ = codec.decode_many(values, part, self.key_digests(part))
             for entry, value in zip(entries, values):
                 if entry is not None and value is not None:

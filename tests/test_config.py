@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from embmemo import ConfigError, EmbeddingsCache, Settings, cached_embedding
-from embmemo.config import ENV_VARS, default_url, redact_url
+from embmemo.config import ENV_VARS, default_url
+from embmemo.urls import redact_url
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -80,7 +81,7 @@ def test_unknown_schemes_list_the_known_ones() -> None:
 def test_redaction() -> None:
     assert redact_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
     assert redact_url("redis://pw@h:1") == "redis://***@h:1"
-    assert redact_url("rediss://h:1/0?password=pw&db=1") == "rediss://h:1/0?password=%2A%2A%2A&db=1"
+    assert redact_url("rediss://h:1/0?password=pw&db=1") == "rediss://h:1/0?password=***&db=1"
     assert redact_url("memory://") == "memory://"
     assert "pw" not in repr(EmbeddingsCache(url="redis://:pw@localhost:6379/0"))
     settings = Settings.resolve(url="redis://user:pw@localhost:6379/0")

@@ -315,7 +315,7 @@ async def test_damaged_values_are_misses(make_cache: Callable[..., EmbeddingsCac
     cache = make_cache()
     key_a = cache.set("a", MODEL, vec(1))
     key_b = cache.set("b", MODEL, vec(2))
-    good = cache.store.backend().get_many([key_a], False)[0]
+    good = cache.store.backend().get_many([key_a])[0]
     assert good is not None
     backend = cache.store.backend()
     flipped = bytearray(good)

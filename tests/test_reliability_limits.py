@@ -74,15 +74,15 @@ def spy_on_shrink(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = ReadChunker.shrink
 
-    def shrink(self: ReadChunker, failed_keys: int) -> int:
-        calls.append(failed_keys)
-        return original(self, failed_keys)
+    def shrink(self: ReadChunker) -> None:
+        calls.append(self.wave_size())
+        original(self)
 
     monkeypatch.setattr(ReadChunker, "shrink", shrink)
     return calls
 
 
-def test_huge_batch_reads_are_chunked_under_the_output_buffer_limit(
+def test_a_server_that_drops_large_replies_is_read_in_smaller_waves(
     small_buffers: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dropped = spy_on_shrink(monkeypatch)
@@ -91,21 +91,22 @@ def test_huge_batch_reads_are_chunked_under_the_output_buffer_limit(
     texts = [f"doc {i}" for i in range(5000)]
     writer.mset([{"text": t, "model_name": MODEL, "embedding": v}
                  for t, v in zip(texts, vectors)])
-    for refresh in (True, False):
-        reader = EmbeddingsCache(name=namespace, url=small_buffers.url,
-                                 refresh_ttl_on_read=refresh)  # a fresh size estimate
-        entries = reader.mget(texts, MODEL)  # the FIRST large read must already fit
+    reader = EmbeddingsCache(name=namespace, url=small_buffers.url)
+    for _ in range(2):
+        entries = reader.mget(texts, MODEL)
         assert all(e is not None for e in entries)
         np.testing.assert_array_equal(np.stack([e.embedding for e in entries]), vectors)
+    assert len(dropped) == 1  # the first wave, sent twice, then a smaller budget for good
 
     async def read_async() -> None:
         reader = EmbeddingsCache(name=namespace, url=small_buffers.url)
-        entries = await asyncio.wait_for(reader.amget(texts, MODEL), 30)
-        np.testing.assert_array_equal(np.stack([e.embedding for e in entries]), vectors)
+        for _ in range(2):
+            entries = await asyncio.wait_for(reader.amget(texts, MODEL), 30)
+            np.testing.assert_array_equal(np.stack([e.embedding for e in entries]), vectors)
         await reader.aclose()
 
     asyncio.run(read_async())
-    assert dropped == []  # no reply was ever too big: the first chunks already fit
+    assert len(dropped) == 2
     assert writer.clear() == 5000
 
 
@@ -113,7 +114,7 @@ def test_values_larger_than_the_estimate_are_reread_in_smaller_chunks(
     small_buffers: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dropped = spy_on_shrink(monkeypatch)
-    # 100 KB values: the first chunk (sized for 8 KiB values) would be a 12 MB reply.
+    # 100 KB values: the first wave (sized for 8 KiB values) would be a 15 MB reply.
     vectors = np.random.default_rng(7).random((150, 25_000), dtype=np.float32)
     writer = EmbeddingsCache(name=namespace, url=small_buffers.url)
     texts = [f"long {i}" for i in range(150)]
@@ -126,26 +127,28 @@ def test_values_larger_than_the_estimate_are_reread_in_smaller_chunks(
         else:
             entries = asyncio.run(asyncio.wait_for(reader.amget(texts, MODEL), 30))
         np.testing.assert_array_equal(np.stack([e.embedding for e in entries]), vectors)
-        chunker = (reader.store.backend() if sync else reader.store.async_backend())._read_chunker  # type: ignore[attr-defined]
-        assert chunker.size() * 100_000 <= 2 * ONE_MB
-    assert len(dropped) == 2  # the first chunk, once per reader; never again after that
+        chunker = (reader.store.backend() if sync else reader.store.async_backend()).read_chunker  # type: ignore[attr-defined]
+        assert chunker.wave_size() * 100_000 <= 2 * ONE_MB
+    assert 2 <= len(dropped) <= 4  # once or twice per reader; never again after that
     writer.clear()
 
 
 def test_read_chunker_bounds_replies() -> None:
     chunker = ReadChunker()
-    assert chunker.size() * 8 * 1024 <= ONE_MB
-    chunker.observe([b"x" * 6_200, None])
-    assert chunker.size() * 6_200 <= ONE_MB
-    assert chunker.shrink(128) <= 16
-    assert ReadChunker(assumed_value_bytes=10 * ONE_MB).size() == 1
+    assert chunker.wave_size() * 8 * 1024 <= 8 * ONE_MB
+    assert chunker.chunk_size() * 8 * 1024 <= ONE_MB
+    chunker.observe([b"x" * 3_200, None])
+    assert chunker.wave_size() * 3_200 <= 8 * ONE_MB and chunker.wave_size() >= 1000
+    chunker.shrink()
+    assert chunker.wave_size() * 3_200 * 8 <= ONE_MB
+    assert ReadChunker(assumed_value_bytes=10 * ONE_MB).chunk_size() == 1
 
 
 def test_a_dead_server_is_not_retried_as_a_dropped_reply(namespace: str) -> None:
     cache = EmbeddingsCache(name=namespace, url="redis://127.0.0.1:1/0")
     with pytest.raises(BackendError):
         cache.mget([f"t{i}" for i in range(500)], MODEL)
-    assert cache.store.backend()._read_chunker.largest_value == 8 * 1024  # type: ignore[attr-defined]
+    assert cache.store.backend().read_chunker.largest_value == 8 * 1024  # type: ignore[attr-defined]
 
 
 # -- bad data under entry keys -----------------------------------------------------------

@@ -17,7 +17,8 @@ import pytest
 from embmemo import BackendError, ConfigError, EmbeddingsCache
 from embmemo.backends import Record, open_async_backend, open_backend
 from embmemo.backends import sqlite as sqlite_module
-from embmemo.backends.sqlite import AsyncSQLiteBackend, SQLiteBackend
+from embmemo.backends.base import AsyncAdapter, Refresh
+from embmemo.backends.sqlite import SQLiteBackend
 
 HEX = "0123456789abcdef" * 4
 
@@ -42,11 +43,11 @@ def test_round_trip_through_the_backend(tmp_path: Path) -> None:
     backend = _backend(tmp_path)
     backend.set_many([Record("a", b"1", None), Record("b", b"\x00" * 3200, 60_000)])
     backend.set_many([Record("a", b"one", None)])  # upsert
-    values = backend.get_many(["b", "missing", "a", "a"], False)
+    values = backend.get_many(["b", "missing", "a", "a"])
     assert values == [b"\x00" * 3200, None, b"one", b"one"]
     assert backend.exists_many(["a", "missing", "b"]) == [True, False, True]
     assert backend.delete_many(["a", "missing", "a"]) == 1
-    assert backend.get_many(["a", "b"], True) == [None, b"\x00" * 3200]
+    assert backend.get_many(["a", "b"]) == [None, b"\x00" * 3200]
     backend.close()
 
 
@@ -55,7 +56,7 @@ def test_batches_larger_than_one_statement_keep_key_order(tmp_path: Path) -> Non
     backend.set_many([Record(f"k{i}", str(i).encode(), None) for i in range(0, 1300, 2)])
     keys = [f"k{i}" for i in reversed(range(1300))]
     expected = [str(i).encode() if i % 2 == 0 else None for i in reversed(range(1300))]
-    assert backend.get_many(keys, True) == expected
+    assert backend.get_many(keys) == expected
     assert backend.exists_many(keys) == [value is not None for value in expected]
     assert backend.delete_many(keys) == 650
 
@@ -100,7 +101,7 @@ def test_expired_rows_are_invisible_then_purged(
     backend = _backend(tmp_path)
     backend.set_many([Record("short", b"s", 50), Record("forever", b"f", None)])
     time.sleep(0.1)
-    assert backend.get_many(["short", "forever"], True) == [None, b"f"]
+    assert backend.get_many(["short", "forever"]) == [None, b"f"]
     assert backend.exists_many(["short"]) == [False]
     assert backend.delete_many(["short"]) == 0
     assert _raw(backend_path(backend), "SELECT count(*) FROM entries") == [(2,)]  # not yet purged
@@ -114,7 +115,7 @@ def backend_path(backend: SQLiteBackend) -> Path:
     return Path(backend.path)
 
 
-def test_refresh_ttl_slides_only_entries_written_with_a_ttl(tmp_path: Path) -> None:
+def test_refresh_slides_only_live_entries_written_with_a_ttl(tmp_path: Path) -> None:
     backend = _backend(tmp_path)
     backend.set_many(
         [Record("ttl", b"t", 10_000), Record("none", b"n", None), Record("gone", b"g", 1)]
@@ -123,9 +124,10 @@ def test_refresh_ttl_slides_only_entries_written_with_a_ttl(tmp_path: Path) -> N
     sql = "SELECT key, expires_at, ttl_ms FROM entries ORDER BY key"
     before = dict((k, e) for k, e, _ in _raw(path, sql))
     time.sleep(0.05)
-    assert backend.get_many(["ttl", "none", "gone"], False) == [b"t", b"n", None]
-    assert dict((k, e) for k, e, _ in _raw(path, sql)) == before  # no refresh asked
-    assert backend.get_many(["ttl", "none", "gone"], True) == [b"t", b"n", None]
+    assert backend.get_many(["ttl", "none", "gone"]) == [b"t", b"n", None]
+    assert dict((k, e) for k, e, _ in _raw(path, sql)) == before  # a read writes nothing
+    backend.refresh_many([Refresh("ttl", 10_000), Refresh("none", 10_000),
+                          Refresh("gone", 10_000), Refresh("never", 10_000)])
     after = {k: (e, t) for k, e, t in _raw(path, sql)}
     assert after["ttl"][0] > before["ttl"] + 0.04  # type: ignore[operator]
     assert after["ttl"][1] == 10_000
@@ -170,7 +172,7 @@ def test_a_non_sqlite_file_is_reported_and_left_untouched(tmp_path: Path) -> Non
     path.write_bytes(junk)
     backend = SQLiteBackend(_url(path), timeout=1.0)
     with pytest.raises(BackendError, match=r"is not an embmemo SQLite cache"):
-        backend.get_many(["k"], True)
+        backend.get_many(["k"])
     with pytest.raises(BackendError, match=str(path)):
         backend.set_many([Record("k", b"v", None)])
     assert path.read_bytes() == junk
@@ -189,7 +191,7 @@ def test_another_apps_database_and_a_newer_schema_are_refused(tmp_path: Path) ->
     backend.close()
     _raw(backend_path(backend), "PRAGMA user_version = 99")
     with pytest.raises(BackendError, match="newer"):
-        backend.get_many(["k"], False)
+        backend.get_many(["k"])
     assert _raw(backend_path(backend), "SELECT value FROM entries") == [(b"v",)]
 
 
@@ -210,7 +212,7 @@ def test_a_failed_batch_writes_nothing_and_leaves_no_transaction(tmp_path: Path)
     assert backend._conn is not None
     assert not backend._conn.in_transaction
     backend.set_many([Record("k0", b"ok", None)])
-    assert backend.get_many(["k0"], False) == [b"ok"]
+    assert backend.get_many(["k0"]) == [b"ok"]
 
 
 def test_settings(tmp_path: Path) -> None:
@@ -239,7 +241,7 @@ def test_close_is_idempotent_and_the_backend_reopens(tmp_path: Path) -> None:
     backend.close()
     backend.close()
     assert backend._conn is None
-    assert backend.get_many(["k"], True) == [b"v"]
+    assert backend.get_many(["k"]) == [b"v"]
 
 
 def test_threads_share_one_backend(tmp_path: Path) -> None:
@@ -250,7 +252,7 @@ def test_threads_share_one_backend(tmp_path: Path) -> None:
         try:
             for i in range(150):
                 backend.set_many([Record(f"t{thread}-{i}", f"{thread}/{i}".encode(), 60_000)])
-                assert backend.get_many([f"t{thread}-{i}", f"t{(thread + 1) % 8}-0"], True)[0] == (
+                assert backend.get_many([f"t{thread}-{i}", f"t{(thread + 1) % 8}-0"])[0] == (
                     f"{thread}/{i}".encode()
                 )
         except BaseException as exc:
@@ -263,7 +265,7 @@ def test_threads_share_one_backend(tmp_path: Path) -> None:
         thread.join()
     assert errors == []
     keys = [f"t{n}-{i}" for n in range(8) for i in range(150)]
-    assert backend.get_many(keys, False) == [f"{k[1:].replace('-', '/')}".encode() for k in keys]
+    assert backend.get_many(keys) == [f"{k[1:].replace('-', '/')}".encode() for k in keys]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -276,13 +278,13 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
         ok = False
         try:
             backend.set_many([Record("child", b"c", None)])
-            ok = backend.get_many(["parent"], False) == [b"p"] and backend._conn is not parent_conn
+            ok = backend.get_many(["parent"]) == [b"p"] and backend._conn is not parent_conn
         finally:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert backend._conn is parent_conn
-    assert backend.get_many(["child", "parent"], False) == [b"c", b"p"]
+    assert backend.get_many(["child", "parent"]) == [b"c", b"p"]
     backend.set_many([Record("parent2", b"p2", None)])
     assert backend.exists_many(["parent2"]) == [True]
 
@@ -308,14 +310,14 @@ def test_processes_write_one_file_concurrently(tmp_path: Path) -> None:
 
 async def test_every_async_method(tmp_path: Path) -> None:
     backend = open_async_backend(_url(tmp_path / "c.sqlite3"), timeout=1.0)
-    assert isinstance(backend, AsyncSQLiteBackend)
+    assert isinstance(backend, AsyncAdapter) and backend.in_thread
     assert backend.url == _url(tmp_path / "c.sqlite3")
     await backend.set_many([Record(f"emb:{HEX}", b"a", 60_000), Record("emb:config", b"c", None)])
-    assert await backend.get_many([f"emb:{HEX}", "x", "emb:config"], True) == [b"a", None, b"c"]
+    assert await backend.get_many([f"emb:{HEX}", "x", "emb:config"]) == [b"a", None, b"c"]
     assert await backend.exists_many(["emb:config", "x"]) == [True, False]
     assert await backend.delete_many(["emb:config", "x"]) == 1
     assert await backend.clear("emb", "") == 1
-    assert await backend.get_many([f"emb:{HEX}"], False) == [None]
+    assert await backend.get_many([f"emb:{HEX}"]) == [None]
     await backend.close()
     await backend.close()
     assert await backend.exists_many(["x"]) == [False]  # reopens after close

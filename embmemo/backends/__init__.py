@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
 
-from ..config import url_scheme
 from ..errors import ConfigError
-from .base import AsyncBackend, Backend, Record
+from ..urls import scheme_of
+from .base import AsyncAdapter, AsyncBackend, Backend, Record, Refresh
 
 __all__ = [
     "AsyncBackend",
     "Backend",
     "Record",
+    "Refresh",
     "describe_client",
     "open_async_backend",
     "open_backend",
@@ -24,36 +24,54 @@ __all__ = [
 _REDIS_HINT = "redis-py: pip install 'redis>=5.0.1'"
 _SQLITE_HINT = "the sqlite3 module, which this Python was built without"
 
-# scheme -> (module, sync class, async class, what is missing if the import fails)
-_REGISTRY: dict[str, tuple[str, str, str, str]] = {
-    "memory": ("memory", "MemoryBackend", "AsyncMemoryBackend", ""),
-    "redis": ("redis", "RedisBackend", "AsyncRedisBackend", _REDIS_HINT),
-    "rediss": ("redis", "RedisBackend", "AsyncRedisBackend", _REDIS_HINT),
-    "unix": ("redis", "RedisBackend", "AsyncRedisBackend", _REDIS_HINT),
-    "redis+cluster": ("cluster", "ClusterBackend", "AsyncClusterBackend", _REDIS_HINT),
-    "rediss+cluster": ("cluster", "ClusterBackend", "AsyncClusterBackend", _REDIS_HINT),
-    "sqlite": ("sqlite", "SQLiteBackend", "AsyncSQLiteBackend", _SQLITE_HINT),
+
+class _Entry(NamedTuple):
+    module: str
+    sync_class: str
+    async_class: str | None
+    """None: the sync class under ``AsyncAdapter``."""
+    threaded: bool
+    """For ``AsyncAdapter``: run calls in worker threads (they block on I/O or locks)."""
+    requirement: str
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "memory": _Entry("memory", "MemoryBackend", None, False, ""),
+    "sqlite": _Entry("sqlite", "SQLiteBackend", None, True, _SQLITE_HINT),
+    "redis": _Entry("redis", "RedisBackend", "AsyncRedisBackend", False, _REDIS_HINT),
+    "rediss": _Entry("redis", "RedisBackend", "AsyncRedisBackend", False, _REDIS_HINT),
+    "unix": _Entry("redis", "RedisBackend", "AsyncRedisBackend", False, _REDIS_HINT),
+    "redis+cluster": _Entry("cluster", "ClusterBackend", "AsyncClusterBackend", False,
+                            _REDIS_HINT),
+    "rediss+cluster": _Entry("cluster", "ClusterBackend", "AsyncClusterBackend", False,
+                             _REDIS_HINT),
 }
 
 
-def _backend_class(url: str, asynchronous: bool) -> tuple[str, Any]:
-    scheme = url_scheme(url)
-    module_name, sync_name, async_name, requirement = _REGISTRY[scheme]
+def _module(scheme: str) -> tuple[_Entry, Any]:
+    entry = _REGISTRY.get(scheme)
+    if entry is None:
+        raise ConfigError(f"no backend for the scheme {scheme!r}")
     try:
-        module = importlib.import_module(f"{__name__}.{module_name}")
+        return entry, importlib.import_module(f"{__name__}.{entry.module}")
     except ImportError as exc:
-        raise ConfigError(f"the {scheme}:// backend needs {requirement} ({exc})") from None
-    return scheme, getattr(module, async_name if asynchronous else sync_name)
+        raise ConfigError(f"the {scheme}:// backend needs {entry.requirement} ({exc})") from None
 
 
 def _build(
     url: str, asynchronous: bool, timeout: float, connection_kwargs: Mapping[str, Any] | None
 ) -> Any:
-    scheme, cls = _backend_class(url, asynchronous)
+    scheme = scheme_of(url)
+    entry, module = _module(scheme)
     if scheme == "memory":
-        parts = urlsplit(url)
-        return cls(url, parts.netloc + parts.path)
-    return cls(url, timeout=timeout, connection_kwargs=connection_kwargs)
+        name = url.partition("://")[2]
+        backend: Any = module.MemoryBackend(url, name)
+    else:
+        name = entry.async_class if asynchronous and entry.async_class else entry.sync_class
+        backend = getattr(module, name)(url, timeout=timeout, connection_kwargs=connection_kwargs)
+    if asynchronous and entry.async_class is None:
+        return AsyncAdapter(backend, in_thread=entry.threaded)
+    return backend
 
 
 def open_backend(
@@ -102,6 +120,7 @@ def wrap_client(
 ) -> Any:
     """A backend over a Redis or Redis Cluster client the caller created (and owns)."""
     url = describe_client(client)
-    scheme = "redis+cluster" if _is_cluster_client(client) else "redis"
-    _, cls = _backend_class(scheme + "://", asynchronous)
-    return cls(url, client, timeout=timeout, connection_kwargs=connection_kwargs)
+    entry, module = _module("redis+cluster" if _is_cluster_client(client) else "redis")
+    name = entry.async_class if asynchronous else entry.sync_class
+    return getattr(module, name or entry.sync_class)(
+        url, client, timeout=timeout, connection_kwargs=connection_kwargs)

@@ -16,11 +16,18 @@ MAX_KEYS_PER_CHUNK = 1000
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
 """Request bytes per write round trip (the server's query buffer allows 1 GB)."""
 
-MAX_READ_CHUNK_BYTES = 1024 * 1024
-"""Expected bytes of the read replies pending at once (the standalone backend splits it
-between the chunks it keeps in flight). A server closes a client whose pending replies
-pass its ``client-output-buffer-limit``; locked-down servers set that to a few MB for
-normal clients, so pending replies are kept to 1 MiB."""
+MAX_PENDING_READ_BYTES = 8 * 1024 * 1024
+"""Expected bytes of read replies sent for at once (a wave, one round trip): a 1,000 x
+768-d read is one wave. A server closes a client whose pending replies pass its
+``client-output-buffer-limit`` (unlimited for normal clients unless configured); when one
+does, the read is sent again as is (a stale pooled connection looks the same), and if it is
+dropped again the budget shrinks eightfold for the backend's life."""
+
+READ_CHUNK_BYTES = 512 * 1024
+"""Expected reply bytes of one MGET of a wave: the client parses one while the server
+answers the next."""
+
+MIN_PENDING_READ_BYTES = 64 * 1024
 
 MAX_VALUE_BYTES = 512 * 1024 * 1024
 """Redis' default proto-max-bulk-len: a larger value would be refused by the server."""
@@ -53,28 +60,33 @@ def record_chunks(records: Sequence[Record], max_value_bytes: int) -> Iterator[S
 
 
 class ReadChunker:
-    """Sizes read chunks from the largest value of the last reply, so replies stay bounded.
+    """Sizes reads from the largest value seen so far: keys per MGET (``chunk_size``) and
+    keys per round trip (``wave_size``), so pending replies stay within the budget.
 
-    Call ``size()`` before each chunk: a reply with larger values shrinks the next chunk
-    of the same batch, one with smaller values lets it grow again (up to
-    ``MAX_KEYS_PER_CHUNK``). ``shrink()`` is for a chunk the server dropped: the estimate
-    was too low (values larger than any seen so far), so it is raised eightfold at least.
+    ``observe`` learns from each reply (larger values shrink the next reads, smaller ones
+    let them grow again). ``shrink`` is for a wave the server dropped twice: either its
+    limit on pending replies is lower than the budget or the values are larger than
+    estimated, so both are corrected eightfold; the budget stays lowered for good.
     """
 
     def __init__(self, assumed_value_bytes: int = 8 * 1024,
-                 budget: int = MAX_READ_CHUNK_BYTES) -> None:
+                 budget: int = MAX_PENDING_READ_BYTES) -> None:
         self.largest_value = assumed_value_bytes
         self.budget = budget
 
-    def size(self) -> int:
-        """Keys per read chunk under the current estimate."""
-        return max(1, min(MAX_KEYS_PER_CHUNK, self.budget // self.largest_value))
+    def chunk_size(self) -> int:
+        """Keys per MGET."""
+        per_chunk = min(READ_CHUNK_BYTES, self.budget)
+        return max(1, min(MAX_KEYS_PER_CHUNK, per_chunk // self.largest_value))
 
-    def shrink(self, failed_keys: int) -> int:
-        """A read of ``failed_keys`` keys was dropped: raise the estimate; the new size."""
-        target = max(1, failed_keys // 8)
-        self.largest_value = max(self.largest_value * 8, -(-self.budget // target))
-        return self.size()
+    def wave_size(self) -> int:
+        """Keys per round trip."""
+        return max(1, self.budget // self.largest_value)
+
+    def shrink(self) -> None:
+        """A wave was dropped: send a sixty-fourth as much per wave, an eighth per MGET."""
+        self.budget = max(MIN_PENDING_READ_BYTES, self.budget // 8)
+        self.largest_value *= 8
 
     def observe(self, values: Sequence[bytes | None]) -> None:
         """Learn from a reply (one with no value teaches nothing)."""

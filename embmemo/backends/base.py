@@ -7,8 +7,11 @@ because only it knows its limits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Record(NamedTuple):
@@ -19,14 +22,25 @@ class Record(NamedTuple):
     ttl_ms: int | None
 
 
+class Refresh(NamedTuple):
+    """A hit whose TTL slides: its key and the TTL (ms) it was written with."""
+
+    key: str
+    ttl_ms: int
+
+
 class Backend(Protocol):
     """Synchronous storage. Errors surface as ``embmemo.errors.BackendError``."""
 
     url: str
     """The backend's URL with any password redacted (safe to log)."""
 
-    def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
-        """Values in key order (None where missing); refresh hits' TTLs when asked."""
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Values in key order (None where missing or expired)."""
+        ...
+
+    def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
+        """Give each key its TTL again, if it still exists and still expires."""
         ...
 
     def set_many(self, records: Sequence[Record]) -> None:
@@ -59,8 +73,12 @@ class AsyncBackend(Protocol):
 
     url: str
 
-    async def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """See ``Backend.get_many``."""
+        ...
+
+    async def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
+        """See ``Backend.refresh_many``."""
         ...
 
     async def set_many(self, records: Sequence[Record]) -> None:
@@ -86,3 +104,54 @@ class AsyncBackend(Protocol):
     async def close(self) -> None:
         """See ``Backend.close``."""
         ...
+
+
+class AsyncAdapter:
+    """An ``AsyncBackend`` over a sync ``Backend`` of local storage: each call runs in a
+    worker thread (a file: the event loop never waits on disk or locks) or directly (an
+    in-process dict: no I/O, no thread hop)."""
+
+    def __init__(self, backend: Backend, in_thread: bool) -> None:
+        self.backend = backend
+        self.url = backend.url
+        self.in_thread = in_thread
+
+    def __repr__(self) -> str:
+        return f"AsyncAdapter({self.backend!r})"
+
+    async def _call(self, method: Callable[..., T], *args: Any) -> T:
+        if self.in_thread:
+            return await asyncio.to_thread(method, *args)
+        return method(*args)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """See ``Backend.get_many``."""
+        return await self._call(self.backend.get_many, keys)
+
+    async def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
+        """See ``Backend.refresh_many``."""
+        await self._call(self.backend.refresh_many, refreshes)
+
+    async def set_many(self, records: Sequence[Record]) -> None:
+        """See ``Backend.set_many``."""
+        await self._call(self.backend.set_many, records)
+
+    async def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        """See ``Backend.exists_many``."""
+        return await self._call(self.backend.exists_many, keys)
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """See ``Backend.delete_many``."""
+        return await self._call(self.backend.delete_many, keys)
+
+    async def clear(self, namespace: str, scan_pattern: str) -> int:
+        """See ``Backend.clear``."""
+        return await self._call(self.backend.clear, namespace, scan_pattern)
+
+    async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
+        """See ``Backend.scan_keys``."""
+        return await self._call(self.backend.scan_keys, namespace, scan_pattern)
+
+    async def close(self) -> None:
+        """See ``Backend.close``."""
+        await self._call(self.backend.close)

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from .base import Record
+from .base import Record, Refresh
 
 _PURGE_EVERY_WRITES = 1024
 
@@ -30,20 +30,19 @@ class MemoryStore:
             return None
         return item
 
-    def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = time.monotonic()
-        out: list[bytes | None] = []
         with self._lock:
-            for key in keys:
+            return [item[0] if (item := self._live(key, now)) is not None else None
+                    for key in keys]
+
+    def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key, ttl_ms in refreshes:
                 item = self._live(key, now)
-                if item is None:
-                    out.append(None)
-                    continue
-                value, _, ttl_ms = item
-                if refresh_ttl and ttl_ms:
-                    self._data[key] = (value, now + ttl_ms / 1000, ttl_ms)
-                out.append(value)
-        return out
+                if item is not None and item[1] is not None:
+                    self._data[key] = (item[0], now + ttl_ms / 1000, item[2])
 
     def set_many(self, records: Sequence[Record]) -> None:
         now = time.monotonic()
@@ -105,14 +104,17 @@ def shared_store(store_name: str) -> MemoryStore:
 
 
 class MemoryBackend:
-    """``Backend`` over a shared in-process store."""
+    """``Backend`` over a shared in-process store (its async twin: ``AsyncAdapter``)."""
 
     def __init__(self, url: str, store_name: str) -> None:
         self.url = url
         self._store = shared_store(store_name)
 
-    def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
-        return self._store.get_many(keys, refresh_ttl)
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self._store.get_many(keys)
+
+    def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
+        self._store.refresh_many(refreshes)
 
     def set_many(self, records: Sequence[Record]) -> None:
         self._store.set_many(records)
@@ -130,33 +132,4 @@ class MemoryBackend:
         return self._store.scan_keys(namespace, scan_pattern)
 
     def close(self) -> None:
-        pass
-
-
-class AsyncMemoryBackend:
-    """``AsyncBackend`` over the same store; no I/O, so no thread hop."""
-
-    def __init__(self, url: str, store_name: str) -> None:
-        self.url = url
-        self._store = shared_store(store_name)
-
-    async def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
-        return self._store.get_many(keys, refresh_ttl)
-
-    async def set_many(self, records: Sequence[Record]) -> None:
-        self._store.set_many(records)
-
-    async def exists_many(self, keys: Sequence[str]) -> list[bool]:
-        return self._store.exists_many(keys)
-
-    async def delete_many(self, keys: Sequence[str]) -> int:
-        return self._store.delete_many(keys)
-
-    async def clear(self, namespace: str, scan_pattern: str) -> int:
-        return self._store.clear(namespace, scan_pattern)
-
-    async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
-        return self._store.scan_keys(namespace, scan_pattern)
-
-    async def close(self) -> None:
         pass

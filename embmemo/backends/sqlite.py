@@ -16,7 +16,6 @@ embmemo cache is reported, never deleted or rewritten.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import sqlite3
@@ -29,12 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import BackendError, ConfigError
-from ..stats import RateLimitedLog
 from ._limits import chunks
-from .base import Record
+from .base import Record, Refresh
 
 SCHEMA_VERSION = 1
-_refresh_log = RateLimitedLog()
 APPLICATION_ID = 0x454D424D  # b"EMBM": marks the file as ours in the SQLite header
 MIN_BUSY_TIMEOUT = 5.0
 """Seconds a statement waits for another writer's lock before failing."""
@@ -46,15 +43,14 @@ _PURGE_LIMIT = 1000  # expired rows deleted per purge, so a write never stalls f
 
 # "(...)" in these stands for one "?" per key of the chunk, filled in by _sql.
 _SELECT_VALUES = (
-    "SELECT key, value, ttl_ms FROM entries WHERE key IN (...)"
+    "SELECT key, value FROM entries WHERE key IN (...)"
     " AND (expires_at IS NULL OR expires_at > ?)"
 )
 _SELECT_LIVE = (
     "SELECT key FROM entries WHERE key IN (...) AND (expires_at IS NULL OR expires_at > ?)"
 )
 _SLIDE = (
-    "UPDATE entries SET expires_at = ? + ttl_ms / 1000.0"
-    " WHERE key IN (...) AND ttl_ms IS NOT NULL AND expires_at > ?"
+    "UPDATE entries SET expires_at = ? + ? WHERE key = ? AND expires_at > ?"
 )
 _DELETE_LIVE = (
     "DELETE FROM entries WHERE key IN (...) AND (expires_at IS NULL OR expires_at > ?)"
@@ -196,7 +192,8 @@ class SQLiteBackend:
 
     One connection per backend, guarded by a lock: a cache batch takes milliseconds, so
     the lock costs little, and it keeps ``close`` and fork handling simple. After
-    ``os.fork()`` the child opens its own connection on first use.
+    ``os.fork()`` the child opens its own connection on first use. The async methods are
+    these, run in worker threads by ``AsyncAdapter``.
 
     Args:
         url: ``sqlite:///absolute/path/to/file.sqlite3``.
@@ -303,31 +300,20 @@ class SQLiteBackend:
             except (sqlite3.Error, OSError) as exc:
                 raise _backend_error(operation, self.path, exc) from exc
 
-    def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
-        """See ``Backend.get_many``; expired rows read as missing."""
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """See ``Backend.get_many``; expired rows read as missing. A read writes nothing."""
         found: dict[str, bytes] = {}
-        slide: list[str] = []
         now = time.time()
         with self._session("read", write=False) as conn:
             for chunk in chunks(keys, _KEYS_PER_STATEMENT):
-                sql = _sql(_SELECT_VALUES, len(chunk))
-                for key, value, ttl_ms in conn.execute(sql, (*chunk, now)):
-                    found[key] = value
-                    if ttl_ms is not None:
-                        slide.append(key)
-        if refresh_ttl and slide:
-            # A separate write transaction: upgrading a WAL read to a write can fail with
-            # SQLITE_BUSY without waiting, and reads of TTL-less entries need no lock at all.
-            # It is best effort: values already read are returned even if the file cannot
-            # be written (read-only, full, locked past the busy timeout).
-            try:
-                with self._session("TTL refresh", write=True) as conn:
-                    now = time.time()
-                    for chunk in chunks(slide, _KEYS_PER_STATEMENT):
-                        conn.execute(_sql(_SLIDE, len(chunk)), (now, *chunk, now))
-            except BackendError as exc:
-                _refresh_log.warning("sqlite-refresh", "embmemo: TTL refresh skipped: %s", exc)
+                found.update(conn.execute(_sql(_SELECT_VALUES, len(chunk)), (*chunk, now)))
         return [found.get(key) for key in keys]
+
+    def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
+        """See ``Backend.refresh_many``: one write transaction, only live expiring rows."""
+        with self._session("TTL refresh", write=True) as conn:
+            now = time.time()
+            conn.executemany(_SLIDE, [(now, ttl_ms / 1000, key, now) for key, ttl_ms in refreshes])
 
     def set_many(self, records: Sequence[Record]) -> None:
         """See ``Backend.set_many``; the whole call is one transaction."""
@@ -390,50 +376,3 @@ class SQLiteBackend:
                 return
             with suppress(sqlite3.Error):
                 conn.close()
-
-
-class AsyncSQLiteBackend:
-    """``AsyncBackend`` running one ``SQLiteBackend`` in worker threads.
-
-    Args:
-        url: ``sqlite:///absolute/path/to/file.sqlite3``.
-        timeout: Seconds to wait for another writer's lock (at least 5).
-        connection_kwargs: Only ``busy_timeout`` (seconds), which overrides ``timeout``.
-    """
-
-    def __init__(
-        self, url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None
-    ) -> None:
-        self._backend = SQLiteBackend(url, timeout=timeout, connection_kwargs=connection_kwargs)
-        self.url = self._backend.url
-
-    def __repr__(self) -> str:
-        return f"AsyncSQLiteBackend({self.url!r})"
-
-    async def get_many(self, keys: Sequence[str], refresh_ttl: bool) -> list[bytes | None]:
-        """See ``Backend.get_many``."""
-        return await asyncio.to_thread(self._backend.get_many, keys, refresh_ttl)
-
-    async def set_many(self, records: Sequence[Record]) -> None:
-        """See ``Backend.set_many``."""
-        await asyncio.to_thread(self._backend.set_many, records)
-
-    async def exists_many(self, keys: Sequence[str]) -> list[bool]:
-        """See ``Backend.exists_many``."""
-        return await asyncio.to_thread(self._backend.exists_many, keys)
-
-    async def delete_many(self, keys: Sequence[str]) -> int:
-        """See ``Backend.delete_many``."""
-        return await asyncio.to_thread(self._backend.delete_many, keys)
-
-    async def clear(self, namespace: str, scan_pattern: str) -> int:
-        """See ``Backend.clear``."""
-        return await asyncio.to_thread(self._backend.clear, namespace, scan_pattern)
-
-    async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
-        """See ``Backend.scan_keys``."""
-        return await asyncio.to_thread(self._backend.scan_keys, namespace, scan_pattern)
-
-    async def close(self) -> None:
-        """See ``Backend.close``."""
-        await asyncio.to_thread(self._backend.close)

@@ -11,13 +11,26 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from functools import partial
 from typing import Any
 
+from ..sansio import adrive, drive
 from ..stats import RateLimitedLog
 from ..store import EntryStore
 from .breaker import CircuitBreaker
 from .flight import Flights, holding_claims, running_loop
-from .flow import Call, CircuitOpenError, Compute, Flow, FunctionState, Lookup, Read, Step, Write
+from .flow import (
+    Call,
+    CircuitOpenError,
+    Compute,
+    Flow,
+    FunctionState,
+    Lookup,
+    Read,
+    Refresh,
+    Step,
+    Write,
+)
 
 __all__ = ["Call", "CircuitOpenError", "FunctionState", "LookupEngine"]
 
@@ -55,35 +68,21 @@ class LookupEngine:
 
     def run(self, call: Call) -> Any:
         """Run a call, blocking on each step."""
-        flow = _Stepper(self._lookup(call, running_loop(), asynchronous=False))
-        step = flow.advance()
-        while step is not None:
-            try:
-                reply = self._execute(step, call)
-            except BaseException as exc:  # thrown into the flow, which decides
-                step = flow.advance(error=exc)
-            else:
-                step = flow.advance(reply)
-        return flow.result
+        flow = self._lookup(call, running_loop(), asynchronous=False)
+        return drive(flow, partial(self._execute, call=call))
 
     async def arun(self, call: Call) -> Any:
-        """Run a call, awaiting each step."""
-        flow = _Stepper(self._lookup(call, asyncio.get_running_loop(), asynchronous=True))
-        step = flow.advance()
-        while step is not None:
-            try:
-                reply = await self._aexecute(step, call)
-            except BaseException as exc:  # cancellation too: the flow releases its claims
-                step = flow.advance(error=exc)
-            else:
-                step = flow.advance(reply)
-        return flow.result
+        """Run a call, awaiting each step (a cancellation releases its claims)."""
+        flow = self._lookup(call, asyncio.get_running_loop(), asynchronous=True)
+        return await adrive(flow, partial(self._aexecute, call=call))
 
     def _execute(self, step: Step, call: Call) -> Any:
         if isinstance(step, Read):
-            return self.store.backend().get_many(step.keys, self.store.refresh_ttl_on_read)
+            return self.store.backend().get_many(step.keys)
         if isinstance(step, Write):
             return self.store.backend().set_many(step.records)
+        if isinstance(step, Refresh):
+            return self.store.backend().refresh_many(step.refreshes)
         if isinstance(step, Compute):
             with holding_claims(step.holding):
                 return call.invoke(step.texts)
@@ -91,30 +90,15 @@ class LookupEngine:
 
     async def _aexecute(self, step: Step, call: Call) -> Any:
         if isinstance(step, Read):
-            return await self.store.async_backend().get_many(step.keys,
-                                                             self.store.refresh_ttl_on_read)
+            return await self.store.async_backend().get_many(step.keys)
         if isinstance(step, Write):
             return await self.store.async_backend().set_many(step.records)
+        if isinstance(step, Refresh):
+            return await self.store.async_backend().refresh_many(step.refreshes)
         if isinstance(step, Compute):
             with holding_claims(step.holding):
                 return await call.invoke(step.texts)
         return await self.flights.wait_async(step.flights)
-
-
-class _Stepper:
-    """Advances a flow by one step with a reply or an error; keeps its result."""
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.result: Any = None
-
-    def advance(self, reply: Any = None, error: BaseException | None = None) -> Step | None:
-        """The next step, or None when the flow has returned (see ``result``)."""
-        try:
-            return self.flow.throw(error) if error is not None else self.flow.send(reply)
-        except StopIteration as done:
-            self.result = done.value
-            return None
 
 
 def _reset_after_fork() -> None:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .. import forms
+from .. import backends, forms
 from ..backends import Record
 from ..errors import BackendError, EmbeddingOutputError, ValueTooLargeError
 from ..forms import DEFAULT_FORM, BatchPlan, OutputForm
@@ -59,13 +59,19 @@ class Compute(NamedTuple):
     holding: bool
 
 
+class Refresh(NamedTuple):
+    """Give these hits their TTL again (best effort); the reply is None."""
+
+    refreshes: list[backends.Refresh]
+
+
 class Wait(NamedTuple):
     """Wait for other callers' flights; the reply is their published values."""
 
     flights: list[Flight]
 
 
-Step = Read | Write | Compute | Wait
+Step = Read | Refresh | Write | Compute | Wait
 Flow = Generator[Step, Any, Any]
 
 
@@ -218,6 +224,12 @@ class Lookup:
                 self.rows[i] = entry.embedding
                 if self.hint is None:
                     self.hint = entry.output_hint
+        due = self.store.due_refreshes(keys, entries)
+        if due:
+            try:
+                yield Refresh(due)
+            except BackendError as exc:  # the hits stand (a read-only replica, say)
+                self.store.refresh_skipped(exc)
 
     def _compute(self, indexes: list[int], holding: bool) -> Flow:
         """Compute ``indexes`` chunk by chunk; write and publish each chunk."""
