@@ -16,44 +16,43 @@ T = TypeVar("T")
 
 
 class Stepper:
-    """Advances a flow by one step with a reply or an error; keeps its result."""
+    """A flow and its current step: advanced with each reply or error; keeps the result."""
 
     def __init__(self, flow: Generator[Any, Any, Any]) -> None:
         self.flow = flow
         self.result: Any = None
+        self.step: Any = None
+        self.advance()
 
-    def advance(self, reply: Any = None, error: BaseException | None = None) -> Any:
-        """The next step, or None when the flow has returned (see ``result``)."""
+    def advance(self, reply: Any = None, error: BaseException | None = None) -> None:
+        """Move to the next step (None once the flow has returned its ``result``)."""
         try:
-            return self.flow.throw(error) if error is not None else self.flow.send(reply)
+            self.step = self.flow.throw(error) if error is not None else self.flow.send(reply)
         except StopIteration as done:
-            self.result = done.value
-            return None
+            self.step, self.result = None, done.value
 
 
 def drive(flow: Generator[Step, Any, T], execute: Callable[[Step], Any]) -> T:
     """Run ``flow``, executing each step with a blocking call."""
     stepper = Stepper(flow)
-    step = stepper.advance()
-    while step is not None:
+    while stepper.step is not None:
         try:
-            reply = execute(step)
+            reply = execute(stepper.step)
         except BaseException as exc:  # thrown into the flow, which decides
-            step = stepper.advance(error=exc)
+            stepper.advance(error=exc)
         else:
-            step = stepper.advance(reply)
+            stepper.advance(reply)
     return stepper.result  # type: ignore[no-any-return]
 
 
 async def adrive(flow: Generator[Step, Any, T], execute: Callable[[Step], Awaitable[Any]]) -> T:
     """Run ``flow``, awaiting each step (a cancellation is thrown in like any error)."""
     stepper = Stepper(flow)
-    step = stepper.advance()
-    while step is not None:
+    while stepper.step is not None:
         try:
-            reply = await execute(step)
+            reply = await execute(stepper.step)
         except BaseException as exc:
-            step = stepper.advance(error=exc)
+            stepper.advance(error=exc)
         else:
-            step = stepper.advance(reply)
+            stepper.advance(reply)
     return stepper.result  # type: ignore[no-any-return]

@@ -143,32 +143,31 @@ async def checked_out_async(pool: Any) -> AsyncIterator[Any]:
         await pool.release(connection)
 
 
+# If the server drops the connection (redis-py then closes it), the replies never read
+# are that error.
 def read_replies(connection: Any, count: int) -> list[Any]:
-    """``count`` replies, errors as values; if the server drops the connection (redis-py
-    then closes it), the replies never read are that error."""
+    """``count`` replies, errors as values."""
     replies: list[Any] = []
-    try:
-        while len(replies) < count:
-            try:
-                replies.append(connection.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
-    except ConnectionError as exc:
-        replies += [exc] * (count - len(replies))
+    while len(replies) < count:
+        try:
+            replies.append(connection.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+        except ConnectionError as exc:
+            return replies + [exc] * (count - len(replies))
     return replies
 
 
 async def read_replies_async(connection: Any, count: int) -> list[Any]:
     """``read_replies`` for asyncio connections."""
     replies: list[Any] = []
-    try:
-        while len(replies) < count:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
-    except ConnectionError as exc:
-        replies += [exc] * (count - len(replies))
+    while len(replies) < count:
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+        except ConnectionError as exc:
+            return replies + [exc] * (count - len(replies))
     return replies
 
 
