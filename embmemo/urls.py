@@ -31,12 +31,9 @@ def _split(url: str) -> tuple[str, str | None, str]:
     """(scheme, credentials or None, what follows them), credentials not decoded."""
     scheme = scheme_of(url)
     rest = url.partition("://")[2]
-    if scheme not in REDIS_SCHEMES:
-        return scheme, None, rest
-    if scheme == "unix":
-        at = rest.rfind("@/") if not rest.startswith("/") else -1
-    else:
-        at = rest.rfind("@")
+    if scheme in ("sqlite", "memory") or (scheme == "unix" and rest.startswith("/")):
+        return scheme, None, rest  # a path: an '@' in it is no password
+    at = rest.rfind("@/") if scheme == "unix" and "@/" in rest else rest.rfind("@")
     if at < 0:
         return scheme, None, rest
     return scheme, rest[:at], rest[at + 1:]
