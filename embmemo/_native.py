@@ -28,6 +28,8 @@ class Speedups(Protocol):
                     model_name: str | None, texts: Sequence[str | bytes] | None,
                     /) -> tuple[list[Any], int]: ...
 
+    def due(self, entries: Sequence[Any], now: float, fraction: float, /) -> list[int]: ...
+
 
 def load_speedups() -> Speedups | None:
     """``embmemo._speedups``, or None."""

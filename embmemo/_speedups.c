@@ -340,6 +340,39 @@ done:
     return entries == NULL ? NULL : Py_BuildValue("(Nn)", entries, corrupt);
 }
 
+/* due(entries, now, fraction) -> indexes of the entries whose TTL is due to slide:
+ * written with a TTL, at least `fraction` of it ago. Reads the inserted_at and ttl slots
+ * (the 6th and 7th of configure()'s fields); a miss (None) is skipped. */
+static PyObject *due(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (ctx.entry_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "embmemo._speedups.configure() was not called");
+        return NULL;
+    }
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "due takes 3 arguments");
+        return NULL;
+    }
+    double now = PyFloat_AsDouble(args[1]), fraction = PyFloat_AsDouble(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "entries");
+    if (seq == NULL) return NULL;
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *entry = PySequence_Fast_GET_ITEM(seq, i);
+        if (Py_TYPE(entry) != (PyTypeObject *)ctx.entry_type) continue;
+        PyObject *inserted = *(PyObject **)((char *)entry + ctx.entry_offsets[5]);
+        PyObject *ttl = *(PyObject **)((char *)entry + ctx.entry_offsets[6]);
+        if (inserted == NULL || ttl == NULL || !PyFloat_Check(inserted) || !PyFloat_Check(ttl))
+            continue;
+        if (now - PyFloat_AS_DOUBLE(inserted) < PyFloat_AS_DOUBLE(ttl) * fraction) continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(out, index) < 0) Py_CLEAR(out);
+        Py_XDECREF(index);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"keys", (PyCFunction)(void (*)(void))keys, METH_FASTCALL,
      "keys(identity_prefix, key_prefix, texts) -> (keys, digests), or None for a text of another type"},
@@ -347,6 +380,8 @@ static PyMethodDef methods[] = {
      "configure(entry_type, fields, frombuffer, dtypes, crc32c, loads, residue, version)"},
     {"decode_many", (PyCFunction)(void (*)(void))decode_many, METH_FASTCALL,
      "decode_many(values, keys, digests, model_bytes, model_name, texts) -> (entries, corrupt)"},
+    {"due", (PyCFunction)(void (*)(void))due, METH_FASTCALL,
+     "due(entries, now, fraction) -> indexes of entries whose TTL is due to slide"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,14 +1,18 @@
 """``embmemo bench``: embmemo next to raw redis-py (and raw sqlite3) doing the same work.
 
 Every case runs the embmemo operation and its raw equivalent on the same bytes, on the
-same server, alternately, ``repeat`` times; the table shows the best and the median of
-each and their ratio. Nothing is asserted: the numbers are for reading.
+same server, alternately (raw, then embmemo, ``repeat`` times after a warm-up), so drift
+hits both alike. A row shows the best and median time of each, the ratio of the bests,
+the median of the per-pair ratios, and the sequential round trips each needs. Nothing
+is asserted: the numbers are for reading.
 
-Raw equivalents: ``MGET`` + ``numpy.frombuffer`` for reads (also for sliding-TTL reads,
-whose refresh embmemo adds in the same round trip), pipelined ``SET EX`` for writes,
-``GET``/``SET EX`` for single items, ``redis.asyncio`` for ``amget``, a key holding only
-the vector bytes for memory, and plain ``sqlite3`` (the same table, one transaction per
-write, the same chunked ``SELECT ... IN``) for the embedded default.
+The first rows of each size are the configuration a user gets by default: TTL set,
+reads sliding it (hits written a while ago are not yet due, as in a warm cache). Any
+other configuration says so in its case name. Raw equivalents: ``MGET`` +
+``numpy.frombuffer`` for reads, pipelined ``SET EX`` for writes, ``GET``/``SET EX`` for
+single items, ``redis.asyncio`` for ``amget``, a key holding only the vector bytes for
+memory, and plain ``sqlite3`` (the same table, one transaction per write, the same
+chunked ``SELECT ... IN``) for the embedded default.
 """
 
 from __future__ import annotations
@@ -37,7 +41,12 @@ from .cache import EmbeddingsCache
 from .decorator import cached_embedding
 
 TTL_SECONDS = 3600
+DUE_TTL_SECONDS = 4.0
+"""TTL of the entries of the "every hit due" case: a second old, each is due to slide."""
 MODEL = "bench/model"
+
+Pairs = list[tuple[float, float]]
+"""(embmemo seconds, raw seconds) of each alternation."""
 
 
 @dataclass
@@ -52,6 +61,11 @@ class Row:
     embmemo_median: float
     raw_best: float
     raw_median: float
+    pair_ratio: float = float("nan")
+    """The median over alternations of embmemo's time over raw's."""
+    round_trips: int | None = None
+    """Sequential round trips of one embmemo call (raw: see ``raw_round_trips``)."""
+    raw_round_trips: int | None = None
     unit: str = "ms"
 
     @property
@@ -70,7 +84,7 @@ class Options:
     dims: Sequence[int] = (384, 768, 1536)
     batches: Sequence[int] = (1, 100, 1000, 10000)
     dtypes: Sequence[str] = ("float32", "float16")
-    repeat: int = 7
+    repeat: int = 15
 
 
 def _ms(seconds: float) -> float:
@@ -78,27 +92,45 @@ def _ms(seconds: float) -> float:
 
 
 def compare(ours: Callable[[], object], raw: Callable[[], object], repeat: int,
-            before_each: Callable[[], object] | None = None) -> tuple[list[float], list[float]]:
+            before_each: Callable[[], object] | None = None) -> Pairs:
     """Alternate the two, after one warm-up each, so drift hits both alike."""
-    ours_times: list[float] = []
-    raw_times: list[float] = []
+    pairs: Pairs = []
     for attempt in range(repeat + 1):
-        for fn, times in ((raw, raw_times), (ours, ours_times)):
+        times = []
+        for fn in (raw, ours):
             if before_each is not None:
                 before_each()
             started = time.perf_counter()
             fn()
-            elapsed = time.perf_counter() - started
-            if attempt:
-                times.append(elapsed)
-    return ours_times, raw_times
+            times.append(time.perf_counter() - started)
+        if attempt:
+            pairs.append((times[1], times[0]))
+    return pairs
 
 
-def _row(case: str, dim: int, batch: int, dtype: str,
-         times: tuple[list[float], list[float]]) -> Row:
-    ours, raw = times
+async def compare_async(ours: Callable[[], Awaitable[object]],
+                        raw: Callable[[], Awaitable[object]], repeat: int) -> Pairs:
+    """``compare`` for coroutines."""
+    pairs: Pairs = []
+    for attempt in range(repeat + 1):
+        times = []
+        for fn in (raw, ours):
+            started = time.perf_counter()
+            await fn()
+            times.append(time.perf_counter() - started)
+        if attempt:
+            pairs.append((times[1], times[0]))
+    return pairs
+
+
+def _row(case: str, dim: int, batch: int, dtype: str, pairs: Pairs,
+         trips: tuple[int, int] | None = None) -> Row:
+    ours = [p[0] for p in pairs]
+    raw = [p[1] for p in pairs]
     return Row(case, dim, batch, dtype, _ms(min(ours)), _ms(statistics.median(ours)),
-               _ms(min(raw)), _ms(statistics.median(raw)))
+               _ms(min(raw)), _ms(statistics.median(raw)),
+               round(statistics.median(o / r for o, r in pairs), 3),
+               *(trips or (None, None)))
 
 
 def texts_for(count: int, salt: str = "") -> list[str]:
@@ -128,24 +160,23 @@ class RedisBench:
             self.raw.close()
         return rows
 
+    def cache(self, dtype: str, ttl: float | None = TTL_SECONDS,
+              suffix: str = "") -> EmbeddingsCache:
+        """A cache in the default configuration, but for generous client timeouts."""
+        return EmbeddingsCache(name=f"embmemo-bench-{self.tag}{suffix}", url=self.url, ttl=ttl,
+                               dtype=dtype, connection_kwargs={"socket_timeout": 30})
+
     @contextmanager
-    def caches(self, dtype: str) -> Iterator[tuple[EmbeddingsCache, EmbeddingsCache, str]]:
-        name = f"embmemo-bench-{self.tag}"
-        plain = EmbeddingsCache(name=name, url=self.url, ttl=TTL_SECONDS, dtype=dtype,
-                                refresh_ttl_on_read=False,
-                                connection_kwargs={"socket_timeout": 30})
-        sliding = EmbeddingsCache(name=name, url=self.url, ttl=TTL_SECONDS, dtype=dtype,
-                                  connection_kwargs={"socket_timeout": 30})
-        raw_prefix = f"embmemo-bench-raw-{self.tag}:"
+    def cleanup(self, caches: Sequence[EmbeddingsCache], raw_prefix: str) -> Iterator[None]:
         try:
-            yield plain, sliding, raw_prefix
+            yield
         finally:
-            plain.clear()
+            for cache in caches:
+                cache.clear()
+                cache.close()
             for batch in _chunks([k for k in self.raw.scan_iter(match=raw_prefix + "*",
                                                                  count=1000)], 1000):
                 self.raw.unlink(*batch)
-            plain.close()
-            sliding.close()
 
     def cases(self, dim: int, batch: int, dtype: str) -> list[Row]:
         repeat = self.options.repeat
@@ -153,8 +184,11 @@ class RedisBench:
         vectors = np.random.default_rng(dim + batch).random((batch, dim), dtype=np.float32)
         stored = vectors.astype(np_dtype)
         texts = texts_for(batch)
+        default, forever = self.cache(dtype), self.cache(dtype, None, "-forever")
+        due = self.cache(dtype, DUE_TTL_SECONDS, "-due")
+        raw_prefix = f"embmemo-bench-raw-{self.tag}:"
         rows: list[Row] = []
-        with self.caches(dtype) as (plain, sliding, raw_prefix):
+        with self.cleanup((default, forever, due), raw_prefix):
             raw_keys = [f"{raw_prefix}{i}" for i in range(batch)]
             raw_values = [row.tobytes() for row in stored]
             items = [{"text": t, "model_name": MODEL, "embedding": v}
@@ -171,34 +205,61 @@ class RedisBench:
                 return [_vector(v, np_dtype) for v in raw.mget(raw_keys)]
 
             rows.append(_row("mset (TTL)", dim, batch, dtype,
-                             compare(lambda: plain.mset(items), raw_set_ex, repeat)))
-            rows.append(_row("mget", dim, batch, dtype,
-                             compare(lambda: plain.mget(texts, MODEL), raw_mget, repeat)))
-            rows.append(_row("mget (sliding TTL)", dim, batch, dtype,
-                             compare(lambda: sliding.mget(texts, MODEL), raw_mget, repeat)))
+                             compare(lambda: default.mset(items), raw_set_ex, repeat),
+                             (_trips(default, lambda: default.mset(items)), 1)))
+            rows.append(self.read_row("mget", default, texts, raw_mget, dim, batch, dtype))
+            forever.mset(items)
+            rows.append(self.read_row("mget, no TTL", forever, texts, raw_mget, dim, batch,
+                                      dtype))
+            due.mset(items)
+            time.sleep(DUE_TTL_SECONDS / 4)
+            rows.append(self.read_row("mget, every hit sliding", due, texts, raw_mget, dim,
+                                      batch, dtype, before_each=due.store.sliding.forget))
             if batch == 1:
                 rows.append(_row("set (TTL)", dim, batch, dtype, compare(
-                    lambda: plain.set(texts[0], MODEL, vectors[0]),
-                    lambda: raw.set(raw_keys[0], raw_values[0], ex=TTL_SECONDS), repeat)))
+                    lambda: default.set(texts[0], MODEL, vectors[0]),
+                    lambda: raw.set(raw_keys[0], raw_values[0], ex=TTL_SECONDS), repeat),
+                    (_trips(default, lambda: default.set(texts[0], MODEL, vectors[0])), 1)))
                 rows.append(_row("get", dim, batch, dtype, compare(
-                    lambda: plain.get(texts[0], MODEL),
-                    lambda: _vector(raw.get(raw_keys[0]), np_dtype), repeat)))
-            rows.extend(self.decorator_cases(plain, dim, batch, dtype, vectors, raw_mget,
-                                             raw_set_ex))
-            rows.append(self.amget_case(plain, dim, batch, dtype, texts, raw_keys, np_dtype))
-            rows.append(self.memory_case(plain, dim, batch, dtype, texts, raw_keys))
+                    lambda: default.get(texts[0], MODEL),
+                    lambda: _vector(raw.get(raw_keys[0]), np_dtype), repeat),
+                    (_trips(default, lambda: default.get(texts[0], MODEL)), 1)))
+            rows.extend(self.decorator_cases(default, dim, batch, dtype, vectors, raw_mget,
+                                             raw_set_ex, raw_keys, np_dtype))
+            rows.append(self.amget_case(default, dim, batch, dtype, texts, raw_keys, np_dtype))
+            rows.append(self.memory_case(default, dim, batch, dtype, texts, raw_keys))
         return rows
+
+    def read_row(self, case: str, cache: EmbeddingsCache, texts: list[str],
+                 raw_mget: Callable[[], object], dim: int, batch: int, dtype: str,
+                 before_each: Callable[[], object] | None = None) -> Row:
+        pairs = compare(lambda: cache.mget(texts, MODEL), raw_mget, self.options.repeat,
+                        before_each)
+        if before_each is not None:
+            before_each()
+        return _row(case, dim, batch, dtype, pairs,
+                    (_trips(cache, lambda: cache.mget(texts, MODEL)), 1))
 
     def decorator_cases(self, cache: EmbeddingsCache, dim: int, batch: int, dtype: str,
                         vectors: npt.NDArray[Any], raw_mget: Callable[[], object],
-                        raw_set_ex: Callable[[], object]) -> list[Row]:
+                        raw_set_ex: Callable[[], object], raw_keys: list[str],
+                        np_dtype: np.dtype[Any]) -> list[Row]:
         @cached_embedding(model=MODEL, cache=cache)
-        def embed(texts: list[str]) -> npt.NDArray[Any]:
+        def embed(texts: list[str] | str) -> npt.NDArray[Any]:
+            if isinstance(texts, str):
+                return np.asarray(vectors[0])
             return vectors[: len(texts)]  # a free "model", so only caching is measured
 
+        repeat = self.options.repeat
         texts = texts_for(batch)
         embed(texts)
-        warm = compare(lambda: embed(texts), raw_mget, self.options.repeat)
+        rows = [_row("decorator warm", dim, batch, dtype,
+                     compare(lambda: embed(texts), raw_mget, repeat),
+                     (_trips(cache, lambda: embed(texts)), 1))]
+        if batch == 1:  # the query path of a search service: one str in, one vector out
+            rows.append(_row("decorator warm, one str", dim, batch, dtype, compare(
+                lambda: embed(texts[0]), lambda: _vector(self.raw.get(raw_keys[0]), np_dtype),
+                repeat), (_trips(cache, lambda: embed(texts[0])), 1)))
         salts = iter(range(10**9))
 
         def cold() -> None:
@@ -210,26 +271,31 @@ class RedisBench:
             self.raw.mget(missing)
             raw_set_ex()
 
-        return [_row("decorator warm", dim, batch, dtype, warm),
-                _row("decorator cold", dim, batch, dtype,
-                     compare(cold, raw_cold, self.options.repeat))]
+        rows.append(_row("decorator cold", dim, batch, dtype, compare(cold, raw_cold, repeat),
+                         (_trips(cache, cold), 2)))
+        return rows
 
     def amget_case(self, cache: EmbeddingsCache, dim: int, batch: int, dtype: str,
                    texts: list[str], raw_keys: list[str], np_dtype: np.dtype[Any]) -> Row:
-        async def measure() -> tuple[list[float], list[float]]:
+        async def measure() -> tuple[Pairs, int]:
             raw = aioredis.Redis.from_url(self.url, socket_timeout=30)
 
             async def raw_amget() -> object:
                 return [_vector(v, np_dtype) for v in await raw.mget(raw_keys)]
 
             try:
-                return await compare_async(lambda: cache.amget(texts, MODEL), raw_amget,
-                                           self.options.repeat)
+                pairs = await compare_async(lambda: cache.amget(texts, MODEL), raw_amget,
+                                            self.options.repeat)
+                backend: Any = cache.store.async_backend()
+                before = backend.round_trips
+                await cache.amget(texts, MODEL)
+                return pairs, backend.round_trips - before
             finally:
                 await raw.aclose()
                 await cache.aclose()
 
-        return _row("amget", dim, batch, dtype, asyncio.run(measure()))
+        pairs, trips = asyncio.run(measure())
+        return _row("amget", dim, batch, dtype, pairs, (trips, 1))
 
     def memory_case(self, cache: EmbeddingsCache, dim: int, batch: int, dtype: str,
                     texts: list[str], raw_keys: list[str]) -> Row:
@@ -238,22 +304,15 @@ class RedisBench:
         raw = [self.raw.memory_usage(raw_keys[i]) or 0 for i in sample]
         mean_ours, mean_raw = statistics.mean(ours), statistics.mean(raw)
         return Row("bytes per entry", dim, batch, dtype, mean_ours, mean_ours, mean_raw,
-                   mean_raw, unit="B")
+                   mean_raw, round(mean_ours / mean_raw, 3), unit="B")
 
 
-async def compare_async(ours: Callable[[], Awaitable[object]],
-                        raw: Callable[[], Awaitable[object]],
-                        repeat: int) -> tuple[list[float], list[float]]:
-    """``compare`` for coroutines."""
-    ours_times: list[float] = []
-    raw_times: list[float] = []
-    for attempt in range(repeat + 1):
-        for fn, times in ((raw, raw_times), (ours, ours_times)):
-            started = time.perf_counter()
-            await fn()
-            if attempt:
-                times.append(time.perf_counter() - started)
-    return ours_times, raw_times
+def _trips(cache: EmbeddingsCache, call: Callable[[], object]) -> int:
+    """Sequential round trips of one ``call`` on the cache's sync backend."""
+    backend: Any = cache.store.backend()
+    before = backend.round_trips
+    call()
+    return int(backend.round_trips - before)
 
 
 def _vector(value: Any, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
@@ -279,7 +338,7 @@ def sqlite_rows(options: Options, progress: Callable[[str], None]) -> list[Row]:
 
 def _sqlite_cases(folder: str, dim: int, batch: int, repeat: int) -> list[Row]:
     cache = EmbeddingsCache(name="bench", url=f"sqlite:///{folder}/embmemo.sqlite3",
-                            ttl=TTL_SECONDS, refresh_ttl_on_read=False)
+                            ttl=TTL_SECONDS)
     raw = _raw_sqlite(os.path.join(folder, "raw.sqlite3"))
     vectors = np.random.default_rng(dim).random((batch, dim), dtype=np.float32)
     texts = texts_for(batch)
@@ -349,13 +408,14 @@ def machine() -> dict[str, Any]:
 
 def print_table(rows: Sequence[Row], out: TextIO = sys.stdout) -> None:
     """A fixed-width table: one line per case."""
-    header = (f"{'case':<20} {'dim':>5} {'batch':>6} {'dtype':<8} {'embmemo best/med':>20} "
-              f"{'raw best/med':>20} {'ratio':>6}")
+    header = (f"{'case':<26} {'dim':>5} {'batch':>6} {'dtype':<8} {'embmemo best/med':>20} "
+              f"{'raw best/med':>20} {'ratio':>6} {'pairs':>6} {'trips':>6}")
     print(header, file=out)
     print("-" * len(header), file=out)
     for row in rows:
         unit = row.unit
-        print(f"{row.case:<20} {row.dim:>5} {row.batch:>6} {row.dtype:<8} "
+        trips = "" if row.round_trips is None else f"{row.round_trips}/{row.raw_round_trips}"
+        print(f"{row.case:<26} {row.dim:>5} {row.batch:>6} {row.dtype:<8} "
               f"{row.embmemo_best:>9.3f}/{row.embmemo_median:<8.3f}{unit:<2} "
-              f"{row.raw_best:>9.3f}/{row.raw_median:<8.3f}{unit:<2} {row.ratio:>6.2f}",
-              file=out)
+              f"{row.raw_best:>9.3f}/{row.raw_median:<8.3f}{unit:<2} {row.ratio:>6.2f} "
+              f"{row.pair_ratio:>6.2f} {trips:>6}", file=out)

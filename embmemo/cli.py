@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dims", type=_ints, default=[384, 768, 1536])
     bench.add_argument("--batch-sizes", type=_ints, default=[1, 100, 1000, 10000])
     bench.add_argument("--dtypes", type=_dtypes, default=["float32", "float16"])
-    bench.add_argument("--repeat", type=int, default=7, help="repetitions per case")
+    bench.add_argument("--repeat", type=int, default=15, help="alternations per case")
     bench.add_argument("--quick", action="store_true",
                        help="tiny sizes, two repetitions: proves it runs")
     bench.add_argument("--no-sqlite", action="store_true", help="skip the SQLite section")

@@ -379,6 +379,15 @@ def decode_many(
     return entries, corrupt
 
 
+def due(entries: Sequence[CacheEntry | None], now: float, fraction: float) -> list[int]:
+    """Indexes of the entries written with a TTL at least ``fraction`` of it before ``now``
+    (a read's hits whose TTL may slide; the rest are skipped in C when it is built)."""
+    if _speedups is not None:
+        return _speedups.due(entries, now, fraction)
+    return [i for i, entry in enumerate(entries) if entry is not None and entry.ttl is not None
+            and now - entry.inserted_at >= entry.ttl * fraction]
+
+
 def decode(
     value: bytes, key: str, digest: bytes, model_name: str | None = None
 ) -> CacheEntry | None:

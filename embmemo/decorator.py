@@ -224,6 +224,14 @@ class _Signature:
         self.text_arg = text_arg
         self.var_keyword = next((p.name for p in signature.parameters.values()
                                  if p.kind == p.VAR_KEYWORD), None)
+        parameters = list(signature.parameters.values())
+        self.defaults: dict[str, Any] | None = None
+        """When the text comes first and every other parameter has a default (and there is
+        no *args or **kwargs), those defaults: a call with just the text needs no bind."""
+        if parameters[0].name == text_arg and all(
+                p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                for p in parameters[1:]):
+            self.defaults = {p.name: p.default for p in parameters[1:]}
 
 
 class _Decorated:
@@ -278,12 +286,16 @@ class _Decorated:
         """Bind and validate; None when the arguments do not fit (the function will say)."""
         spec = (self.method_signature() if instance is not None and not self.is_static
                 else self.unbound)
-        try:
-            bound = spec.signature.bind(*args, **kwargs)
-        except TypeError:
-            return None
-        bound.apply_defaults()
-        value = bound.arguments[spec.text_arg]
+        bound: inspect.BoundArguments | None = None
+        if spec.defaults is not None and len(args) == 1 and not kwargs:  # embed(texts)
+            value, arguments = args[0], spec.defaults
+        else:
+            try:
+                bound = spec.signature.bind(*args, **kwargs)
+            except TypeError:
+                return None
+            bound.apply_defaults()
+            value, arguments = bound.arguments[spec.text_arg], bound.arguments
         texts: Sequence[Text]
         if isinstance(value, (str, bytes)):
             single, texts = True, [value]
@@ -298,7 +310,7 @@ class _Decorated:
             raise InvalidTypeError(
                 f"{self.label}: {spec.text_arg!r} must be a str, bytes, or a list/tuple of "
                 f"them, got {type(value).__name__}")
-        params = {k: v for k, v in bound.arguments.items()
+        params = {k: v for k, v in arguments.items()
                   if k != spec.text_arg and k not in self.ignore}
         if spec.var_keyword in params and self.ignore:  # ignore= applies inside **kwargs too
             params[spec.var_keyword] = {k: v for k, v in params[spec.var_keyword].items()
@@ -321,6 +333,8 @@ class _Decorated:
             """The wrapped function on ``batch`` (the original arguments for one text)."""
             if single:
                 return wrapped(*args, **kwargs)
+            if bound is None:
+                return wrapped(batch)
             bound.arguments[spec.text_arg] = batch  # same position, as a list
             return wrapped(*bound.args, **bound.kwargs)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -108,21 +108,23 @@ class SlidingExpiry:
         self.capacity = capacity
         self._refreshed: dict[str, float] = {}
 
+    def forget(self) -> None:
+        """Forget every refresh made: the next read of a due hit refreshes it again."""
+        self._refreshed.clear()
+
     def due(self, keys: Sequence[str], entries: Sequence[CacheEntry | None]) -> list[Refresh]:
         """The refreshes ``entries`` (read under ``keys``) need now; marks them done."""
         now = time.time()
         refreshed = self._refreshed
         out: list[Refresh] = []
-        for key, entry in zip(keys, entries):
-            if entry is None or entry.ttl is None:
-                continue
-            grain = entry.ttl * REFRESH_FRACTION
-            if now - entry.inserted_at < grain or now - refreshed.get(key, 0.0) < grain:
+        for index in codec.due(entries, now, REFRESH_FRACTION):  # written a while ago
+            key, ttl = keys[index], cast(float, cast(CacheEntry, entries[index]).ttl)
+            if now - refreshed.get(key, 0.0) < ttl * REFRESH_FRACTION:  # refreshed lately
                 continue
             if len(refreshed) >= self.capacity:  # forgetting only means refreshing early
                 refreshed.clear()
             refreshed[key] = now
-            out.append(Refresh(key, round(entry.ttl * 1000)))
+            out.append(Refresh(key, round(ttl * 1000)))
         return out
 
 

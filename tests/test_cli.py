@@ -83,10 +83,15 @@ def test_bench_quick_json() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     cases = {row["case"] for row in report["rows"]}
-    assert {"mget", "mset (TTL)", "mget (sliding TTL)", "get", "set (TTL)", "decorator warm",
-            "decorator cold", "amget", "bytes per entry", "sqlite mget",
-            "sqlite mset (TTL)"} <= cases
-    assert all(row["raw_best"] > 0 and row["ratio"] > 0 for row in report["rows"])
+    assert {"mget", "mget, no TTL", "mget, every hit sliding", "mset (TTL)", "get",
+            "set (TTL)", "decorator warm", "decorator warm, one str", "decorator cold", "amget",
+            "bytes per entry", "sqlite mget", "sqlite mset (TTL)"} <= cases
+    assert [row["case"] for row in report["rows"]][:2] == ["mset (TTL)", "mget"]  # defaults
+    assert all(row["raw_best"] > 0 and row["ratio"] > 0 and row["pair_ratio"] > 0
+               for row in report["rows"])
+    trips = {row["case"]: row["round_trips"] for row in report["rows"] if row["batch"] == 10}
+    assert trips["mget"] == trips["mget, no TTL"] == trips["amget"] == 1
+    assert trips["mget, every hit sliding"] == 2  # the MGET, then the PEXPIREs
     assert report["machine"]["cpus"] >= 1
 
 
