@@ -152,3 +152,20 @@ def test_a_list_metadata_payload_is_corrupt_in_both(python_loops: None) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(codec, "_speedups", speedups)
         _same(codec.decode_many([value], batch_keys, digests), python_result)
+
+
+@needs_speedups
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.one_of(st.none(), st.tuples(
+    st.floats(0, 2e9, allow_nan=False), st.one_of(st.none(), st.floats(0.001, 1e6)))),
+    max_size=30), now=st.floats(0, 2.1e9), fraction=st.sampled_from([0.0, 0.25, 1.0]))
+def test_due_matches_the_python_loop(rows: list[tuple[float, float | None] | None],
+                                     now: float, fraction: float) -> None:
+    entries = [None if row is None else codec.CacheEntry(
+        "k", "t", "m", np.zeros(1, np.float32), None, row[0], row[1]) for row in rows]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codec, "_speedups", None)
+        expected = codec.due(entries, now, fraction)
+    assert codec.due(entries, now, fraction) == expected
+    assert expected == [i for i, row in enumerate(rows) if row is not None
+                        and row[1] is not None and now - row[0] >= row[1] * fraction]
