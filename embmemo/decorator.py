@@ -122,6 +122,7 @@ class CachedEmbeddingDecorator(Protocol):
 
 
 _RIGHT_FORM = '@cached_embedding(model="your-model-name")'
+_TEXT_TYPES = frozenset({str, bytes})
 
 
 def cached_embedding(
@@ -301,17 +302,18 @@ class _Decorated:
             single, texts = True, [value]
         elif isinstance(value, (list, tuple)):
             single, texts = False, value
-            for index, text in enumerate(texts):
-                if not isinstance(text, (str, bytes)):
-                    raise InvalidTypeError(
-                        f"{self.label}: {spec.text_arg}[{index}] must be str or bytes, "
-                        f"got {type(text).__name__}")
+            if not set(map(type, texts)) <= _TEXT_TYPES:  # one pass in C; the loop names it
+                for index, text in enumerate(texts):
+                    if not isinstance(text, (str, bytes)):
+                        raise InvalidTypeError(
+                            f"{self.label}: {spec.text_arg}[{index}] must be str or bytes, "
+                            f"got {type(text).__name__}")
         else:
             raise InvalidTypeError(
                 f"{self.label}: {spec.text_arg!r} must be a str, bytes, or a list/tuple of "
                 f"them, got {type(value).__name__}")
-        params = {k: v for k, v in arguments.items()
-                  if k != spec.text_arg and k not in self.ignore}
+        params = ({k: v for k, v in arguments.items()
+                   if k != spec.text_arg and k not in self.ignore} if arguments else {})
         if spec.var_keyword in params and self.ignore:  # ignore= applies inside **kwargs too
             params[spec.var_keyword] = {k: v for k, v in params[spec.var_keyword].items()
                                         if k not in self.ignore}

@@ -13,6 +13,7 @@ Raw text never appears in a key name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ def encode_text(text: Text) -> tuple[bytes, bytes]:
     raise InvalidTypeError(f"text must be str or bytes, got {type(text).__name__}")
 
 
+@functools.lru_cache(maxsize=256)
 def identity_prefix(identity: bytes) -> bytes:
     """Everything a digest covers before the content: domain, schema version, identity."""
     return _DOMAIN + KEY_SCHEMA_VERSION.to_bytes(2, "big") + _length_prefixed(identity)
@@ -115,6 +117,17 @@ def canonical_params(params: Mapping[str, object]) -> bytes:
 
 def model_identity(model_name: str, params: Mapping[str, object] | None = None) -> bytes:
     """The model part of a request identity; with no params it is the model name alone."""
+    if not params and type(model_name) is str:
+        return _model_only_identity(model_name)
+    return _model_identity(model_name, params)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_only_identity(model_name: str) -> bytes:
+    return _model_identity(model_name, None)
+
+
+def _model_identity(model_name: str, params: Mapping[str, object] | None) -> bytes:
     if not isinstance(model_name, str):
         raise InvalidTypeError(f"model_name must be a str, got {type(model_name).__name__}")
     if not model_name:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -61,19 +62,19 @@ class LookupEngine:
         self.breaker = CircuitBreaker(self.breaker.threshold, self.breaker.cooldown)
         self.flights = Flights()
 
-    def _lookup(self, call: Call, loop: asyncio.AbstractEventLoop | None,
+    def _lookup(self, call: Call, loop: Callable[[], asyncio.AbstractEventLoop | None],
                 asynchronous: bool) -> Flow:
         return Lookup(call, self.store, self.breaker, self.flights, self.log, loop,
                       asynchronous).steps()
 
     def run(self, call: Call) -> Any:
         """Run a call, blocking on each step."""
-        flow = self._lookup(call, running_loop(), asynchronous=False)
+        flow = self._lookup(call, running_loop, asynchronous=False)
         return drive(flow, partial(self._execute, call=call))
 
     async def arun(self, call: Call) -> Any:
         """Run a call, awaiting each step (a cancellation releases its claims)."""
-        flow = self._lookup(call, asyncio.get_running_loop(), asynchronous=True)
+        flow = self._lookup(call, asyncio.get_running_loop, asynchronous=True)
         return await adrive(flow, partial(self._aexecute, call=call))
 
     def _execute(self, step: Step, call: Call) -> Any:

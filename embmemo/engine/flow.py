@@ -130,9 +130,9 @@ class Call:
 class Lookup:
     """The flow of one call, and its state while it runs.
 
-    ``loop`` is the event loop running in the caller's thread (None if none), and
-    ``asynchronous`` whether the caller awaits on it or blocks its thread: single flight
-    needs both to decide whom a caller may wait for.
+    ``loop`` gives the event loop running in the caller's thread (None if none), and
+    ``asynchronous`` says whether the caller awaits on it or blocks its thread: single
+    flight needs both to decide whom a caller may wait for (asked only on a miss).
     """
 
     __slots__ = ("asynchronous", "breaker", "call", "computed", "degraded", "dimensions",
@@ -140,7 +140,7 @@ class Lookup:
                  "ticket")
 
     def __init__(self, call: Call, store: EntryStore, breaker: CircuitBreaker, flights: Flights,
-                 log: RateLimitedLog, loop: asyncio.AbstractEventLoop | None,
+                 log: RateLimitedLog, loop: Callable[[], asyncio.AbstractEventLoop | None],
                  asynchronous: bool) -> None:
         self.call = call
         self.store = store
@@ -177,9 +177,9 @@ class Lookup:
         epoch = flights.finished
         everything = list(range(len(call.keys)))
         yield from self._read(everything)
-        misses = [i for i in everything if self.rows[i] is None]
+        misses = [i for i, row in enumerate(self.rows) if row is None]
         if misses:
-            claim = flights.claim([call.keys[i] for i in misses], self.loop, self.asynchronous)
+            claim = flights.claim([call.keys[i] for i in misses], self.loop(), self.asynchronous)
             self.owned = {misses[j]: flight for j, flight in claim.owned}
             owned = list(self.owned)
             if owned and flights.finished != epoch:  # someone finished since our read
@@ -219,11 +219,14 @@ class Lookup:
         self.breaker.record_success()
         entries = self.store.decode(keys, digests, values, call.model_name, texts,
                                     corrupt_also_to=call.function.counters)
-        for i, entry in zip(indexes, entries):
-            if entry is not None:
-                self.rows[i] = entry.embedding
-                if self.hint is None:
-                    self.hint = entry.output_hint
+        found = [entry.embedding if entry is not None else None for entry in entries]
+        if everything:
+            self.rows = found
+        else:
+            for i, row in zip(indexes, found):
+                self.rows[i] = row
+        if self.hint is None:
+            self.hint = next((e.output_hint for e in entries if e is not None), None)
         due = self.store.due_refreshes(keys, entries)
         if due:
             try:
