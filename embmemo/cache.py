@@ -7,35 +7,23 @@ then decodes. Single-item methods are the batch methods with one item.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .arguments import batch, model_of, spread, text_of, texts_of
 from .backends import describe_client
 from .codec import CacheEntry
-from .config import Settings
+from .config import Settings, ttl_seconds
 from .engine import LookupEngine
-from .errors import ConfigError, InvalidTypeError
+from .errors import ConfigError
 from .keys import Text
 from .stats import CacheInfo
 from .store import EntryStore, Params
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-
-def _text_list(texts: object) -> Sequence[Text]:
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
-        raise InvalidTypeError(
-            f"texts must be a list or tuple of str/bytes, got {type(texts).__name__}"
-        )
-    return texts
-
-
-def _key_list(keys: object) -> Sequence[str]:
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
-        raise InvalidTypeError(f"keys must be a list or tuple of str, got {type(keys).__name__}")
-    return keys
 
 
 class EmbeddingsCache:
@@ -167,7 +155,7 @@ class EmbeddingsCache:
     @staticmethod
     def _single_item(
         text: Text,
-        model_name: str,
+        model_name: str | None,
         embedding: Any,
         metadata: dict[str, Any] | None,
         ttl: float | None,
@@ -186,18 +174,20 @@ class EmbeddingsCache:
 
     def set(
         self,
-        text: Text,
-        model_name: str,
-        embedding: Any,
+        text: Text | None = None,
+        model_name: str | None = None,
+        embedding: Any = None,
         metadata: dict[str, Any] | None = None,
         ttl: float | None = None,
         *,
         model_params: Params | None = None,
+        content: Text | None = None,
     ) -> str:
         """Store one embedding and return its key.
 
         Args:
-            text: The text (or bytes) that was embedded.
+            text: The text (or bytes) that was embedded; ``content`` is the same (RedisVL's
+                current name).
             model_name: The model that embedded it.
             embedding: A non-empty 1-D list, tuple or numpy array of finite numbers.
             metadata: A JSON-serializable dict stored with the entry.
@@ -205,42 +195,53 @@ class EmbeddingsCache:
             model_params: Output-affecting parameters (e.g. ``{"dimensions": 256}``)
                 that are part of the entry's identity.
         """
-        return self.mset(self._single_item(text, model_name, embedding, metadata, ttl,
-                                           model_params))[0]
+        return self.mset(self._single_item(text_of(text, content), model_name,
+                                           embedding, metadata, ttl, model_params))[0]
 
     def get(
-        self, text: Text, model_name: str, *, model_params: Params | None = None
+        self, text: Text | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, content: Text | None = None,
     ) -> CacheEntry | None:
-        """The entry for (text, model), or None. Refreshes the TTL of a hit by default."""
-        return self.mget([text], model_name, model_params=model_params)[0]
+        """The entry for (text, model), or None. Slides the TTL of a hit by default."""
+        return self.mget([text_of(text, content)], model_name,
+                         model_params=model_params)[0]
 
-    def exists(self, text: Text, model_name: str, *, model_params: Params | None = None) -> bool:
+    def exists(
+        self, text: Text | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, content: Text | None = None,
+    ) -> bool:
         """Whether an entry for (text, model) is stored (does not refresh its TTL)."""
-        return self.mexists([text], model_name, model_params=model_params)[0]
+        return self.mexists([text_of(text, content)], model_name,
+                            model_params=model_params)[0]
 
-    def drop(self, text: Text, model_name: str, *, model_params: Params | None = None) -> None:
+    def drop(
+        self, text: Text | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, content: Text | None = None,
+    ) -> None:
         """Delete the entry for (text, model) if there is one."""
-        self.mdrop([text], model_name, model_params=model_params)
+        self.mdrop([text_of(text, content)], model_name,
+                   model_params=model_params)
 
     def get_by_key(self, key: str) -> CacheEntry | None:
-        """The entry stored under ``key``, or None."""
+        """The entry stored under ``key``, or None (also for a key of another namespace)."""
         return self.mget_by_keys([key])[0]
 
     def exists_by_key(self, key: str) -> bool:
-        """Whether ``key`` holds an entry."""
+        """Whether ``key`` holds an entry of this namespace."""
         return self.mexists_by_keys([key])[0]
 
     def drop_by_key(self, key: str) -> None:
-        """Delete the entry stored under ``key``."""
+        """Delete the entry stored under ``key``; a key of another namespace is left alone."""
         self.mdrop_by_keys([key])
 
     def mset(self, items: Sequence[Mapping[str, Any]], ttl: float | None = None) -> list[str]:
         """Store many embeddings in one round trip per chunk; return their keys in order.
 
-        Each item is a dict with ``text``, ``model_name``, ``embedding`` and optionally
-        ``metadata``, ``ttl`` and ``model_params``. An item's ``ttl`` overrides ``ttl``
-        here, which overrides the cache default. The whole batch is validated before
-        anything is written.
+        Each item is a dict with ``text`` (or ``content``), ``model_name``, ``embedding``
+        and optionally ``metadata``, ``ttl`` and ``model_params``. An item's ``ttl``
+        overrides ``ttl`` here, which overrides the cache default. The whole batch is
+        validated before anything is written; a Redis write is not atomic, so a failure
+        part way says how many entries were written.
         """
         keys, records = self._store.records(items, ttl)
         if records:
@@ -248,51 +249,75 @@ class EmbeddingsCache:
         return keys
 
     def mget(
-        self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
+        self, texts: Iterable[Text] | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, contents: Iterable[Text] | None = None,
     ) -> list[CacheEntry | None]:
         """Entries for many texts of one model, in input order (None for misses)."""
-        texts = _text_list(texts)
-        keys, digests = self._store.keys(texts, model_name, model_params)
+        batch = texts_of(texts, contents)
+        keys, digests = self._store.keys(batch, model_of(model_name), model_params)
         backend = self._store.backend()
-        values = backend.get_many(keys) if keys else []
-        entries = self._store.decode(keys, digests, values, model_name, texts)
+        entries = self._store.decode(keys, digests, backend.get_many(keys) if keys else [],
+                                     model_name, batch)
         self._store.slide(backend, keys, entries)
         return entries
 
     def mexists(
-        self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
+        self, texts: Iterable[Text] | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, contents: Iterable[Text] | None = None,
     ) -> list[bool]:
         """Whether each text has an entry for the model, in input order."""
-        keys, _ = self._store.keys(_text_list(texts), model_name, model_params)
+        keys, _ = self._store.keys(texts_of(texts, contents), model_of(model_name),
+                                  model_params)
         return self._store.backend().exists_many(keys) if keys else []
 
     def mdrop(
-        self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
+        self, texts: Iterable[Text] | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, contents: Iterable[Text] | None = None,
     ) -> None:
         """Delete the entries for many texts of one model."""
-        keys, _ = self._store.keys(_text_list(texts), model_name, model_params)
+        keys, _ = self._store.keys(texts_of(texts, contents), model_of(model_name),
+                                  model_params)
         if keys:
             self._store.backend().delete_many(keys)
 
-    def mget_by_keys(self, keys: Sequence[str]) -> list[CacheEntry | None]:
-        """Entries stored under many keys, in input order (None for misses)."""
-        digests = self._store.key_digests(_key_list(keys))
+    def mget_by_keys(self, keys: Iterable[str]) -> list[CacheEntry | None]:
+        """Entries stored under many keys, in input order (None for misses and for keys
+        of another namespace, which are never sent to the backend)."""
+        given = batch(keys, "keys")
+        positions, own, digests = self._store.own_keys(given)
         backend = self._store.backend()
-        values = backend.get_many(keys) if keys else []
-        entries = self._store.decode(keys, digests, values, None)
-        self._store.slide(backend, keys, entries)
-        return entries
+        entries = self._store.decode(own, digests, backend.get_many(own) if own else [], None)
+        self._store.slide(backend, own, entries)
+        return spread(len(given), positions, entries, None)
 
-    def mexists_by_keys(self, keys: Sequence[str]) -> list[bool]:
-        """Whether each key holds an entry, in input order."""
-        self._store.key_digests(_key_list(keys))
-        return self._store.backend().exists_many(keys) if keys else []
+    def mexists_by_keys(self, keys: Iterable[str]) -> list[bool]:
+        """Whether each key holds an entry of this namespace, in input order."""
+        given = batch(keys, "keys")
+        positions, own, _ = self._store.own_keys(given)
+        return spread(len(given), positions,
+                      self._store.backend().exists_many(own) if own else [], False)
 
-    def mdrop_by_keys(self, keys: Sequence[str]) -> None:
-        """Delete the entries stored under many keys."""
-        self._store.key_digests(_key_list(keys))
-        if keys:
-            self._store.backend().delete_many(keys)
+    def mdrop_by_keys(self, keys: Iterable[str]) -> None:
+        """Delete the entries stored under many keys (those of this namespace)."""
+        _, own, _ = self._store.own_keys(batch(keys, "keys"))
+        if own:
+            self._store.backend().delete_many(own)
+
+    def expire(self, key: str, ttl: float | None = None) -> None:
+        """Give the entry under ``key`` a new TTL in seconds (None: the cache default),
+        also for its later sliding refreshes. Nothing happens when neither TTL is set,
+        or ``key`` holds no entry of this namespace."""
+        seconds = self._expiry(key, ttl)
+        if seconds is not None:
+            backend = self._store.backend()
+            record = self._store.retimed(key, backend.get_many([key])[0], seconds)
+            if record is not None:
+                backend.set_many([record])
+
+    def set_ttl(self, ttl: float | None = None) -> None:
+        """Change the default TTL (seconds, or None for no expiry) of entries written from
+        now on. No I/O."""
+        self._store.settings = replace(self._store.settings, ttl=ttl_seconds(ttl))
 
     def clear(self) -> int:
         """Delete every entry of this namespace, and nothing else; return how many."""
@@ -301,6 +326,9 @@ class EmbeddingsCache:
     def close(self) -> None:
         """Release the sync backend's connections (use ``aclose`` for the async one)."""
         self._store.close()
+
+    disconnect = close
+    """RedisVL's name for ``close``."""
 
     def __enter__(self) -> Self:
         return self
@@ -313,39 +341,52 @@ class EmbeddingsCache:
     ) -> None:
         self.close()
 
+    def _expiry(self, key: str, ttl: float | None) -> float | None:
+        """The TTL ``expire`` sets, or None when it has nothing to do."""
+        seconds = ttl_seconds(ttl) if ttl is not None else self.ttl
+        return seconds if seconds is not None and self._store.own_keys([key])[1] else None
+
     # -- async API: the same, awaiting the async backend -------------------------------
 
     async def aset(
         self,
-        text: Text,
-        model_name: str,
-        embedding: Any,
+        text: Text | None = None,
+        model_name: str | None = None,
+        embedding: Any = None,
         metadata: dict[str, Any] | None = None,
         ttl: float | None = None,
         *,
         model_params: Params | None = None,
+        content: Text | None = None,
     ) -> str:
         """Async ``set``."""
-        return (await self.amset(self._single_item(text, model_name, embedding, metadata, ttl,
-                                                   model_params)))[0]
+        return (await self.amset(self._single_item(
+            text_of(text, content), model_name, embedding, metadata, ttl,
+            model_params)))[0]
 
     async def aget(
-        self, text: Text, model_name: str, *, model_params: Params | None = None
+        self, text: Text | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, content: Text | None = None,
     ) -> CacheEntry | None:
         """Async ``get``."""
-        return (await self.amget([text], model_name, model_params=model_params))[0]
+        return (await self.amget([text_of(text, content)], model_name,
+                                 model_params=model_params))[0]
 
     async def aexists(
-        self, text: Text, model_name: str, *, model_params: Params | None = None
+        self, text: Text | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, content: Text | None = None,
     ) -> bool:
         """Async ``exists``."""
-        return (await self.amexists([text], model_name, model_params=model_params))[0]
+        return (await self.amexists([text_of(text, content)], model_name,
+                                    model_params=model_params))[0]
 
     async def adrop(
-        self, text: Text, model_name: str, *, model_params: Params | None = None
+        self, text: Text | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, content: Text | None = None,
     ) -> None:
         """Async ``drop``."""
-        await self.amdrop([text], model_name, model_params=model_params)
+        await self.amdrop([text_of(text, content)], model_name,
+                          model_params=model_params)
 
     async def aget_by_key(self, key: str) -> CacheEntry | None:
         """Async ``get_by_key``."""
@@ -369,59 +410,82 @@ class EmbeddingsCache:
         return keys
 
     async def amget(
-        self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
+        self, texts: Iterable[Text] | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, contents: Iterable[Text] | None = None,
     ) -> list[CacheEntry | None]:
         """Async ``mget``."""
-        texts = _text_list(texts)
-        keys, digests = self._store.keys(texts, model_name, model_params)
+        batch = texts_of(texts, contents)
+        keys, digests = self._store.keys(batch, model_of(model_name), model_params)
         backend = self._store.async_backend()
-        values = await backend.get_many(keys) if keys else []
-        entries = self._store.decode(keys, digests, values, model_name, texts)
+        entries = self._store.decode(keys, digests,
+                                     await backend.get_many(keys) if keys else [],
+                                     model_name, batch)
         await self._store.aslide(backend, keys, entries)
         return entries
 
     async def amexists(
-        self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
+        self, texts: Iterable[Text] | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, contents: Iterable[Text] | None = None,
     ) -> list[bool]:
         """Async ``mexists``."""
-        keys, _ = self._store.keys(_text_list(texts), model_name, model_params)
+        keys, _ = self._store.keys(texts_of(texts, contents), model_of(model_name),
+                                  model_params)
         return await self._store.async_backend().exists_many(keys) if keys else []
 
     async def amdrop(
-        self, texts: Sequence[Text], model_name: str, *, model_params: Params | None = None
+        self, texts: Iterable[Text] | None = None, model_name: str | None = None, *,
+        model_params: Params | None = None, contents: Iterable[Text] | None = None,
     ) -> None:
         """Async ``mdrop``."""
-        keys, _ = self._store.keys(_text_list(texts), model_name, model_params)
+        keys, _ = self._store.keys(texts_of(texts, contents), model_of(model_name),
+                                  model_params)
         if keys:
             await self._store.async_backend().delete_many(keys)
 
-    async def amget_by_keys(self, keys: Sequence[str]) -> list[CacheEntry | None]:
+    async def amget_by_keys(self, keys: Iterable[str]) -> list[CacheEntry | None]:
         """Async ``mget_by_keys``."""
-        digests = self._store.key_digests(_key_list(keys))
+        given = batch(keys, "keys")
+        positions, own, digests = self._store.own_keys(given)
         backend = self._store.async_backend()
-        values = await backend.get_many(keys) if keys else []
-        entries = self._store.decode(keys, digests, values, None)
-        await self._store.aslide(backend, keys, entries)
-        return entries
+        entries = self._store.decode(own, digests,
+                                     await backend.get_many(own) if own else [], None)
+        await self._store.aslide(backend, own, entries)
+        return spread(len(given), positions, entries, None)
 
-    async def amexists_by_keys(self, keys: Sequence[str]) -> list[bool]:
+    async def amexists_by_keys(self, keys: Iterable[str]) -> list[bool]:
         """Async ``mexists_by_keys``."""
-        self._store.key_digests(_key_list(keys))
-        return await self._store.async_backend().exists_many(keys) if keys else []
+        given = batch(keys, "keys")
+        positions, own, _ = self._store.own_keys(given)
+        return spread(len(given), positions,
+                      await self._store.async_backend().exists_many(own) if own else [],
+                      False)
 
-    async def amdrop_by_keys(self, keys: Sequence[str]) -> None:
+    async def amdrop_by_keys(self, keys: Iterable[str]) -> None:
         """Async ``mdrop_by_keys``."""
-        self._store.key_digests(_key_list(keys))
-        if keys:
-            await self._store.async_backend().delete_many(keys)
+        _, own, _ = self._store.own_keys(batch(keys, "keys"))
+        if own:
+            await self._store.async_backend().delete_many(own)
+
+    async def aexpire(self, key: str, ttl: float | None = None) -> None:
+        """Async ``expire``."""
+        seconds = self._expiry(key, ttl)
+        if seconds is not None:
+            backend = self._store.async_backend()
+            record = self._store.retimed(key, (await backend.get_many([key]))[0], seconds)
+            if record is not None:
+                await backend.set_many([record])
 
     async def aclear(self) -> int:
         """Async ``clear``."""
-        return await self._store.async_backend().clear(self.name, self._store.scheme.scan_pattern())
+        return await self._store.async_backend().clear(self.name,
+                                                        self._store.scheme.scan_pattern())
 
     async def aclose(self) -> None:
         """Release the async backend's connections, and the sync backend's too."""
         await self._store.aclose()
+
+    adisconnect = aclose
+    """RedisVL's name for ``aclose``."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -441,7 +505,6 @@ def _client_url(redis_client: Any, async_redis_client: Any) -> str | None:
     if client is None:
         return None
     return describe_client(client)
-
 
 
 def _restore(settings: Settings, dtype: str,

@@ -30,6 +30,7 @@ pickled: decoding is one ``numpy.frombuffer``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -91,16 +92,25 @@ def dtype_of_code(code: int) -> np.dtype[Any] | None:
 
 _ENTRY_INIT_FIELDS = ("key", "text", "model_name", "embedding", "metadata", "inserted_at", "ttl",
                       "output_hint")
-_FIELDS = ("entry_id", "key", "text", "model_name", "embedding", "metadata", "inserted_at", "ttl")
+_FIELDS = ("entry_id", "content", "text", "model_name", "embedding", "metadata", "inserted_at",
+           "key", "ttl")
+_ALIASES = {"content": "text"}
+_DERIVED = frozenset({"entry_id"})
+_COMPARED = ("key", "text", "model_name", "embedding", "metadata", "inserted_at", "ttl")
 
 
 class CacheEntry(Mapping[str, Any]):
     """One cached embedding, readable as attributes or as a mapping (``entry["text"]``).
 
+    As a mapping it is the dict RedisVL returns: the text under both ``"content"`` (RedisVL
+    0.13 and later) and ``"text"`` (0.6), ``"metadata"`` only when metadata was stored,
+    and fields a caller sets (``entry["score"] = 0.9``) are kept with it. ``to_dict()``
+    (or ``copy()``) gives a plain, JSON-serializable dict.
+
     Attributes:
         entry_id: The 64-hex SHA-256 digest that identifies the request.
         key: The full storage key, ``{namespace}:{entry_id}``.
-        text: The text (``str``) or bytes that were embedded.
+        text: The text (``str``) or bytes that were embedded; ``content`` is the same.
         model_name: The model name the embedding was stored under.
         embedding: A read-only 1-D ``numpy.ndarray`` in the stored dtype.
         metadata: The metadata dict given at write time, or None.
@@ -108,8 +118,8 @@ class CacheEntry(Mapping[str, Any]):
         ttl: The time to live the entry was written with, in seconds, or None.
     """
 
-    __slots__ = ("embedding", "inserted_at", "key", "metadata", "model_name", "output_hint",
-                 "text", "ttl")
+    __slots__ = ("embedding", "extra", "inserted_at", "key", "metadata", "model_name",
+                 "output_hint", "text", "ttl")
 
     key: str
     text: Text
@@ -120,6 +130,8 @@ class CacheEntry(Mapping[str, Any]):
     ttl: float | None
     output_hint: int
     """How the decorated function that computed it returned it (0: not known)."""
+    extra: dict[str, Any]
+    """Fields a caller set that are not an entry's own (unset until the first one)."""
 
     def __init__(
         self,
@@ -147,16 +159,53 @@ class CacheEntry(Mapping[str, Any]):
         """The 64-hex digest that identifies the request (the end of the key)."""
         return self.key[-64:]
 
+    @property
+    def content(self) -> Text:
+        """The text, under RedisVL's current name."""
+        return self.text
+
+    def _extra(self) -> dict[str, Any]:
+        return getattr(self, "extra", None) or {}
+
     def __getitem__(self, field: str) -> Any:
-        if field not in _FIELDS:
-            raise KeyError(field)
-        return getattr(self, field)
+        if field in _FIELDS and (field != "metadata" or self.metadata is not None):
+            return getattr(self, field)
+        return self._extra()[field]  # KeyError for a field it does not have
+
+    def __setitem__(self, field: str, value: Any) -> None:
+        """Change a field, or keep one of the caller's, as a dict would."""
+        if field in _DERIVED:
+            raise KeyError(f"{field!r} follows from the key; set 'key' instead")
+        if field in _FIELDS:
+            setattr(self, _ALIASES.get(field, field), value)
+        else:
+            if getattr(self, "extra", None) is None:
+                self.extra = {}
+            self.extra[field] = value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(_FIELDS)
+        for field in _FIELDS:
+            if field != "metadata" or self.metadata is not None:
+                yield field
+        yield from self._extra()
 
     def __len__(self) -> int:
-        return len(_FIELDS)
+        return len(_FIELDS) - (self.metadata is None) + len(self._extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict in RedisVL's shape: the embedding as a list of floats, metadata
+        only when stored, plus ``key`` and ``ttl``; JSON-serializable when the text is a
+        str (bytes stay bytes) and the caller's own fields are."""
+        data: dict[str, Any] = {"entry_id": self.entry_id, "content": self.text,
+                                "text": self.text, "model_name": self.model_name,
+                                "embedding": self.embedding.tolist(),
+                                "inserted_at": self.inserted_at}
+        if self.metadata is not None:
+            data["metadata"] = copy.deepcopy(self.metadata)
+        data.update(key=self.key, ttl=self.ttl, **self._extra())
+        return data
+
+    copy = to_dict
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CacheEntry):
@@ -165,8 +214,8 @@ class CacheEntry(Mapping[str, Any]):
             np.array_equal(self.embedding, other.embedding)
             if field == "embedding"
             else getattr(self, field) == getattr(other, field)
-            for field in _FIELDS
-        )
+            for field in _COMPARED
+        ) and self._extra() == other._extra()
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -377,6 +426,12 @@ def decode_many(
             inserted_at, ttl_ms / 1000 if ttl_ms else None, output_hint,
         ))
     return entries, corrupt
+
+
+def with_ttl(value: bytes, ttl_ms: int) -> bytes:
+    """A record with another TTL in its header (and its CRC made good again)."""
+    head = value[:TTL_OFFSET] + ttl_ms.to_bytes(8, "little") + value[TTL_OFFSET + 8:-_CRC_SIZE]
+    return head + int(crc32c(head)).to_bytes(_CRC_SIZE, "little")
 
 
 def due(entries: Sequence[CacheEntry | None], now: float, fraction: float) -> list[int]:

@@ -309,9 +309,10 @@ class _Decorated:
                             f"{self.label}: {spec.text_arg}[{index}] must be str or bytes, "
                             f"got {type(text).__name__}")
         else:
+            hint = " (pass .tolist())" if hasattr(value, "tolist") else ""
             raise InvalidTypeError(
                 f"{self.label}: {spec.text_arg!r} must be a str, bytes, or a list/tuple of "
-                f"them, got {type(value).__name__}")
+                f"them, got {type(value).__name__}{hint}")
         params = ({k: v for k, v in arguments.items()
                    if k != spec.text_arg and k not in self.ignore} if arguments else {})
         if spec.var_keyword in params and self.ignore:  # ignore= applies inside **kwargs too

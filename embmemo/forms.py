@@ -237,7 +237,7 @@ def build_batch(rows: Sequence[npt.NDArray[Any]], positions: Sequence[int],
         dtype = rows[0].dtype
         if len({row.dtype for row in rows}) == 1:
             # One copy into a new, writable buffer: twice as fast as np.concatenate.
-            matrix = np.frombuffer(bytearray().join(ordered), dtype)
+            matrix = np.frombuffer(bytearray().join(ordered), dtype)  # type: ignore[arg-type]
         else:  # entries stored in different dtypes (written by different producers)
             matrix = np.concatenate(ordered)
         matrix = matrix.reshape(len(positions), rows[0].shape[0])

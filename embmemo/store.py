@@ -17,11 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from . import codec
+from .arguments import either
 from .backends import (
     AsyncBackend,
     Backend,
     Record,
     Refresh,
+    async_twin,
     open_async_backend,
     open_backend,
     wrap_client,
@@ -30,20 +32,23 @@ from .codec import CacheEntry
 from .config import Settings, ttl_ms, ttl_seconds
 from .errors import BackendError, ConfigError, InvalidInputError, InvalidTypeError
 from .keys import KeyScheme, Text, encode_text, identity_prefix, model_identity, text_digest
-from .stats import Counters, RateLimitedLog
+from .stats import Counters, RateLimitedLog, logger
 
 Params = Mapping[str, object]
-_ITEM_FIELDS = frozenset({"text", "model_name", "embedding", "metadata", "ttl", "model_params"})
+_ITEM_FIELDS = frozenset({"text", "content", "model_name", "embedding", "metadata", "ttl",
+                          "model_params"})
 
 
 def _item_fields(item: object) -> tuple[Any, Any, Any, Any, Any, Any]:
-    """(text, model_name, model_params, embedding, ttl, metadata) of one mset item."""
+    """(text, model_name, model_params, embedding, ttl, metadata) of one mset item; the
+    text may be spelled ``content`` (RedisVL 0.13 and later)."""
     if not isinstance(item, Mapping):
         raise InvalidTypeError(f"each item must be a dict, got {type(item).__name__}")
     if not item.keys() <= _ITEM_FIELDS:
         raise InvalidInputError(f"unknown field(s) {sorted(item.keys() - _ITEM_FIELDS)}")
     try:
-        return (item["text"], item["model_name"], item.get("model_params"), item["embedding"],
+        return (either(item.get("text"), item.get("content"), "text", "content"),
+                item["model_name"], item.get("model_params"), item["embedding"],
                 item.get("ttl"), item.get("metadata"))
     except KeyError as missing:
         raise InvalidInputError(f"missing field {missing}") from None
@@ -199,6 +204,29 @@ class EntryStore:
         """The digest each key carries; a key of another shape is an input error."""
         return [self.scheme.digest_of(key) for key in keys]
 
+    def own_keys(self, keys: Sequence[object]) -> tuple[list[int], list[str], list[bytes]]:
+        """The positions, keys and digests of the entry keys of this namespace among
+        ``keys``. Any other string (another namespace's, a malformed one) is left out and
+        never sent to the backend; a key that is not a str is an error."""
+        positions: list[int] = []
+        own: list[str] = []
+        digests: list[bytes] = []
+        for position, key in enumerate(keys):
+            if not isinstance(key, str):
+                raise InvalidTypeError(f"keys[{position}] must be a str, got "
+                                       f"{type(key).__name__}")
+            try:
+                digest = self.scheme.digest_of(key)
+            except InvalidInputError:
+                continue
+            positions.append(position)
+            own.append(key)
+            digests.append(digest)
+        if len(own) < len(keys):
+            logger.debug("embmemo: %d key(s) outside namespace %r ignored",
+                         len(keys) - len(own), self.name)
+        return positions, own, digests
+
     def records(
         self, items: Sequence[Mapping[str, Any]], batch_ttl: float | None
     ) -> tuple[list[str], list[Record]]:
@@ -285,6 +313,15 @@ class EntryStore:
         self.counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt)
         return entries
 
+    def retimed(self, key: str, value: bytes | None, ttl: float) -> Record | None:
+        """The record under ``key`` rewritten with a new TTL, or None if it holds no valid
+        entry."""
+        if value is None or codec.decode(value, key, self.scheme.digest_of(key)) is None:
+            return None
+        ms = ttl_ms(ttl)
+        assert ms is not None
+        return Record(key, codec.with_ttl(value, ms), ms)
+
     def due_refreshes(self, keys: Sequence[str],
                       entries: Sequence[CacheEntry | None]) -> list[Refresh]:
         """The hits of a read whose TTL should slide now (none when reads do not slide)."""
@@ -339,12 +376,11 @@ class EntryStore:
         timeout, kwargs = self.settings.timeout, self.connection_kwargs
         if given is not None:
             return wrap_client(given, asynchronous, timeout=timeout, connection_kwargs=kwargs)
+        if other is not None and asynchronous:  # only a sync client: async ones like it
+            return async_twin(other, timeout=timeout, connection_kwargs=kwargs)
         if other is not None:
-            raise ConfigError(
-                f"this cache was given only {'a sync' if asynchronous else 'an async'} Redis "
-                f"client; pass {'async_redis_client' if asynchronous else 'redis_client'} "
-                f"to use the {'async' if asynchronous else 'sync'} methods"
-            )
+            raise ConfigError("this cache was given only an async Redis client; pass "
+                              "redis_client to use the sync methods")
         opener = open_async_backend if asynchronous else open_backend
         return opener(self.settings.url, timeout=timeout, connection_kwargs=kwargs)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import embmemo
 from embmemo import EmbeddingsCache
 
-PURE_METHODS = {"key", "stats"}  # no I/O, so no async twin
+PURE_METHODS = {"key", "set_ttl", "stats"}  # no I/O, so no async twin
 
 
 def public_methods() -> dict[str, object]:

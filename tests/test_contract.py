@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from contract import Api
 
-from embmemo import CacheEntry, EmbeddingsCache, InvalidInputError, InvalidTypeError
+from embmemo import CacheEntry, EmbeddingsCache, InvalidTypeError
 from embmemo.backends import Record
 from embmemo.errors import EmbmemoError
 
@@ -79,17 +79,25 @@ async def test_by_key_operations(api: Api) -> None:
     assert await api.get_by_key(key) is None
 
 
-async def test_keys_of_another_namespace_are_refused(api: Api) -> None:
-    foreign = "other:" + "a" * 64
-    for name, args in [("get_by_key", (foreign,)), ("exists_by_key", (foreign,)),
-                       ("drop_by_key", (foreign,)), ("mget_by_keys", ([foreign],)),
-                       ("mdrop_by_keys", ([foreign],)), ("mexists_by_keys", ([foreign],))]:
-        with pytest.raises(InvalidInputError, match="not an entry key"):
-            await getattr(api, name)(*args)
-    with pytest.raises(InvalidInputError):
-        await api.get_by_key(api.cache.name + ":" + "A" * 64)
+async def test_keys_of_another_namespace_are_left_alone(api: Api) -> None:
+    own = await api.set("own", MODEL, [1.0])
+    foreign = api.cache.name + "2:" + "a" * 64  # a sibling namespace's entry key
+    api.cache.store.backend().set_many([Record(foreign, b"not ours", None)])
+    for malformed in (foreign, api.cache.name + ":" + "A" * 64, "nonexistent:key", ""):
+        assert await api.get_by_key(malformed) is None
+        assert await api.exists_by_key(malformed) is False
+        await api.drop_by_key(malformed)  # nothing to do, and no error
+    assert api.cache.store.backend().exists_many([foreign]) == [True]  # never touched
+    got = await api.mget_by_keys([foreign, own, "x"])
+    assert got[0] is None and got[2] is None and got[1] is not None
+    assert await api.mexists_by_keys([foreign, own]) == [False, True]
+    await api.mdrop_by_keys([foreign, own])
+    assert api.cache.store.backend().exists_many([foreign, own]) == [True, False]
+    api.cache.store.backend().delete_many([foreign])
     with pytest.raises(InvalidTypeError):
-        await api.mget_by_keys(api.cache.name + ":" + "a" * 64)  # a str, not a list
+        await api.mget_by_keys(own)  # a str, not a list of keys
+    with pytest.raises(InvalidTypeError):
+        await api.get_by_key(42)
 
 
 async def test_str_and_bytes_are_different_entries(api: Api) -> None:
@@ -251,8 +259,10 @@ async def test_bad_embeddings_are_refused_before_any_write(
 async def test_bad_texts_models_and_metadata(api: Api) -> None:
     with pytest.raises(TypeError, match="text must be str or bytes"):
         await api.set(42, MODEL, [1.0])
-    with pytest.raises(TypeError, match="texts must be a list"):
+    with pytest.raises(TypeError, match="texts must be an iterable"):
         await api.mget("not a list", MODEL)
+    with pytest.raises(TypeError, match="texts must be an iterable"):
+        await api.mget(42, MODEL)
     with pytest.raises(TypeError, match="text must be str or bytes"):
         await api.mget(["ok", None], MODEL)
     with pytest.raises(ValueError, match="model_name must be a non-empty"):

@@ -157,8 +157,11 @@ async def test_given_clients(redis_server: RedisServer, namespace: str) -> None:
     assert client.ping()  # a given client belongs to the caller and stays open
     sync_only = EmbeddingsCache(name=namespace, redis_client=client)
     assert sync_only.exists("given", MODEL)
-    with pytest.raises(ConfigError, match="async_redis_client"):
-        await sync_only.aexists("given", MODEL)
+    assert await sync_only.aexists("given", MODEL)  # async clients made like the sync one
+    await sync_only.aclose()
+    async_only = EmbeddingsCache(name=namespace, async_redis_client=aclient)
+    with pytest.raises(ConfigError, match="redis_client"):
+        async_only.exists("given", MODEL)
     await aclient.aclose()
     client.close()
 

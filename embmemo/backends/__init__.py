@@ -15,6 +15,7 @@ __all__ = [
     "Backend",
     "Record",
     "Refresh",
+    "async_twin",
     "describe_client",
     "open_async_backend",
     "open_backend",
@@ -124,3 +125,18 @@ def wrap_client(
     name = entry.async_class if asynchronous else entry.sync_class
     return getattr(module, name or entry.sync_class)(
         url, client, timeout=timeout, connection_kwargs=connection_kwargs)
+
+
+def async_twin(client: Any, *, timeout: float,
+               connection_kwargs: Mapping[str, Any] | None = None) -> AsyncBackend:
+    """An async backend connecting like a caller's sync ``redis.Redis`` (RedisVL serves the
+    async methods of a cache given only a sync client too); embmemo owns what it makes."""
+    if _is_cluster_client(client):
+        raise ConfigError("this cache was given only a sync RedisCluster client; pass "
+                          "async_redis_client= (a redis.asyncio.cluster.RedisCluster) to "
+                          "use the async methods")
+    _, module = _module("redis")
+    backend: AsyncBackend = module.AsyncRedisBackend(
+        describe_client(client), template=client, timeout=timeout,
+        connection_kwargs=connection_kwargs)
+    return backend

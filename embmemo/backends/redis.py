@@ -64,12 +64,14 @@ def _check_binary_client(client: Any) -> None:
 
 
 class _Server(RedisFamily):
-    """The settings of a standalone backend: from the URL, or from a given client."""
+    """The settings of a standalone backend: from the URL, or from a given client (or the
+    sync client an async backend copies)."""
 
     def __init__(self, url: str, client: Any, timeout: float,
-                 connection_kwargs: Mapping[str, Any] | None) -> None:
+                 connection_kwargs: Mapping[str, Any] | None, template: Any = None) -> None:
         kwargs = client_kwargs(timeout, connection_kwargs)
         secrets: list[str | None] = [kwargs.get("password")]
+        client = client if client is not None else template
         if client is None:
             address = parse_redis_url(url)
             self.client_url = address.for_redis_py()
@@ -136,7 +138,11 @@ class RedisBackend(_Server, SyncRedisFamily):
 
 class AsyncRedisBackend(_Server, AsyncRedisFamily):
     """Asynchronous ``AsyncBackend`` over ``redis.asyncio``: one client per event loop
-    (see ``LoopClients``); a given client is used as is, never closed."""
+    (see ``LoopClients``); a given client is used as is, never closed.
+
+    ``template``: a caller's sync client whose connection settings the async clients copy,
+    for a cache given only a sync client (embmemo makes those clients, and closes them).
+    """
 
     def __init__(
         self,
@@ -145,15 +151,20 @@ class AsyncRedisBackend(_Server, AsyncRedisFamily):
         *,
         timeout: float = 1.0,
         connection_kwargs: Mapping[str, Any] | None = None,
+        template: redis.Redis | None = None,
     ) -> None:
-        super().__init__(url, client, timeout, connection_kwargs)
+        super().__init__(url, client, timeout, connection_kwargs, template)
         self._given = client
+        self._template = template
         self._clients: LoopClients[aioredis.Redis] = LoopClients(self._new_client, _close)
 
     def _new_client(self) -> aioredis.Redis:
         with self.errors("connect"):
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.client_url, **self.pool_kwargs(AsyncRetry))
+            if self._template is None:
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    self.client_url, **self.pool_kwargs(AsyncRetry))
+            else:
+                pool = _pool_like(self._template.connection_pool)
         return aioredis.Redis(connection_pool=pool)
 
     async def redis(self) -> aioredis.Redis:
@@ -172,6 +183,24 @@ class AsyncRedisBackend(_Server, AsyncRedisFamily):
 
     async def close(self) -> None:
         await self._clients.close()
+
+
+_ASYNC_CONNECTIONS = {
+    redis.Connection: aioredis.Connection,
+    redis.SSLConnection: aioredis.SSLConnection,
+    redis.UnixDomainSocketConnection: aioredis.UnixDomainSocketConnection,
+}
+
+
+def _pool_like(pool: Any) -> aioredis.BlockingConnectionPool:
+    """An asyncio pool connecting as a sync pool does (host, credentials, TLS, timeouts)."""
+    connection_class = _ASYNC_CONNECTIONS.get(pool.connection_class)
+    if connection_class is None:
+        raise ConfigError(f"cannot make async connections like {pool.connection_class.__name__}"
+                          "; pass async_redis_client= as well")
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "retry"}
+    return aioredis.BlockingConnectionPool(
+        connection_class=connection_class, max_connections=pool.max_connections, **kwargs)
 
 
 async def _close(client: aioredis.Redis) -> None:
