@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 
 from .cache import EmbeddingsCache
 from .decorator import cached_embedding
+from .sansio import adrive, drive
 
 TTL_SECONDS = 3600
 DUE_TTL_SECONDS = 4.0
@@ -91,36 +92,41 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 4)
 
 
-def compare(ours: Callable[[], object], raw: Callable[[], object], repeat: int,
-            before_each: Callable[[], object] | None = None) -> Pairs:
-    """Alternate the two, after one warm-up each, so drift hits both alike."""
+def _alternation(ours: Callable[[], Any], raw: Callable[[], Any],
+                 repeat: int) -> Generator[Callable[[], Any], float, Pairs]:
+    """Raw, then embmemo, ``repeat`` times after a warm-up pair: yields what to time next,
+    receives its seconds."""
     pairs: Pairs = []
     for attempt in range(repeat + 1):
-        times = []
-        for fn in (raw, ours):
-            if before_each is not None:
-                before_each()
-            started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
+        raw_seconds = yield raw
+        ours_seconds = yield ours
         if attempt:
-            pairs.append((times[1], times[0]))
+            pairs.append((ours_seconds, raw_seconds))
     return pairs
+
+
+def compare(ours: Callable[[], object], raw: Callable[[], object], repeat: int,
+            before_each: Callable[[], object] | None = None) -> Pairs:
+    """Alternate the two, so drift hits both alike."""
+    def timed(fn: Callable[[], object]) -> float:
+        if before_each is not None:
+            before_each()
+        started = time.perf_counter()
+        fn()
+        return time.perf_counter() - started
+
+    return drive(_alternation(ours, raw, repeat), timed)
 
 
 async def compare_async(ours: Callable[[], Awaitable[object]],
                         raw: Callable[[], Awaitable[object]], repeat: int) -> Pairs:
     """``compare`` for coroutines."""
-    pairs: Pairs = []
-    for attempt in range(repeat + 1):
-        times = []
-        for fn in (raw, ours):
-            started = time.perf_counter()
-            await fn()
-            times.append(time.perf_counter() - started)
-        if attempt:
-            pairs.append((times[1], times[0]))
-    return pairs
+    async def timed(fn: Callable[[], Awaitable[object]]) -> float:
+        started = time.perf_counter()
+        await fn()
+        return time.perf_counter() - started
+
+    return await adrive(_alternation(ours, raw, repeat), timed)
 
 
 def _row(case: str, dim: int, batch: int, dtype: str, pairs: Pairs,
@@ -277,24 +283,8 @@ class RedisBench:
 
     def amget_case(self, cache: EmbeddingsCache, dim: int, batch: int, dtype: str,
                    texts: list[str], raw_keys: list[str], np_dtype: np.dtype[Any]) -> Row:
-        async def measure() -> tuple[Pairs, int]:
-            raw = aioredis.Redis.from_url(self.url, socket_timeout=30)
-
-            async def raw_amget() -> object:
-                return [_vector(v, np_dtype) for v in await raw.mget(raw_keys)]
-
-            try:
-                pairs = await compare_async(lambda: cache.amget(texts, MODEL), raw_amget,
-                                            self.options.repeat)
-                backend: Any = cache.store.async_backend()
-                before = backend.round_trips
-                await cache.amget(texts, MODEL)
-                return pairs, backend.round_trips - before
-            finally:
-                await raw.aclose()
-                await cache.aclose()
-
-        pairs, trips = asyncio.run(measure())
+        pairs, trips = asyncio.run(_amget_pairs(self.url, cache, texts, raw_keys, np_dtype,
+                                                self.options.repeat))
         return _row("amget", dim, batch, dtype, pairs, (trips, 1))
 
     def memory_case(self, cache: EmbeddingsCache, dim: int, batch: int, dtype: str,
@@ -305,6 +295,25 @@ class RedisBench:
         mean_ours, mean_raw = statistics.mean(ours), statistics.mean(raw)
         return Row("bytes per entry", dim, batch, dtype, mean_ours, mean_ours, mean_raw,
                    mean_raw, round(mean_ours / mean_raw, 3), unit="B")
+
+
+async def _amget_pairs(url: str, cache: EmbeddingsCache, texts: list[str], raw_keys: list[str],
+                       np_dtype: np.dtype[Any], repeat: int) -> tuple[Pairs, int]:
+    """``amget`` against ``redis.asyncio``'s ``MGET``, and its round trips."""
+    raw = aioredis.Redis.from_url(url, socket_timeout=30)
+
+    async def raw_amget() -> object:
+        return [_vector(v, np_dtype) for v in await raw.mget(raw_keys)]
+
+    try:
+        pairs = await compare_async(lambda: cache.amget(texts, MODEL), raw_amget, repeat)
+        backend: Any = cache.store.async_backend()
+        before = backend.round_trips
+        await cache.amget(texts, MODEL)
+        return pairs, backend.round_trips - before
+    finally:
+        await raw.aclose()
+        await cache.aclose()
 
 
 def _trips(cache: EmbeddingsCache, call: Callable[[], object]) -> int:

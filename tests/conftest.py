@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from contract import Api
 from servers import RedisClusterProcesses, RedisServer, valkey_server_binary
 
 from embmemo import EmbeddingsCache
@@ -103,6 +104,16 @@ def make_cache(backend_url: str, namespace: str) -> Iterator[Callable[..., Embed
     for cache in made:
         cache.clear()
         cache.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+async def api(
+    request: pytest.FixtureRequest, make_cache: Callable[..., EmbeddingsCache]
+) -> AsyncIterator[Api]:
+    """A cache on the backend under test, called through its sync or its async methods."""
+    cache = make_cache()
+    yield Api(cache, request.param)
+    await cache.aclose()
 
 
 @pytest.fixture

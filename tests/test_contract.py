@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -15,15 +15,6 @@ from embmemo.backends import Record
 from embmemo.errors import EmbmemoError
 
 MODEL = "test/model-v1"
-
-
-@pytest.fixture(params=["sync", "async"])
-async def api(
-    request: pytest.FixtureRequest, make_cache: Callable[..., EmbeddingsCache]
-) -> AsyncIterator[Api]:
-    cache = make_cache()
-    yield Api(cache, request.param)
-    await cache.aclose()
 
 
 def vec(seed: int, dim: int = 8) -> np.ndarray:

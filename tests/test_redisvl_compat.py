@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -25,15 +25,6 @@ from embmemo import (
 
 MODEL = "text-embedding-ada-002"
 VECTOR = [0.1, 0.2, 0.3]
-
-
-@pytest.fixture(params=["sync", "async"])
-async def api(
-    request: pytest.FixtureRequest, make_cache: Callable[..., EmbeddingsCache]
-) -> AsyncIterator[Api]:
-    cache = make_cache()
-    yield Api(cache, request.param)
-    await cache.aclose()
 
 
 async def test_content_and_text_spell_the_same_thing(api: Api) -> None:
