@@ -77,13 +77,13 @@ def test_cached_embed_is_at_least_10x_faster_than_the_model(vectorizer: HFTextVe
 
 def test_embed_many_computes_only_misses_once(vectorizer: HFTextVectorizer) -> None:
     seen: list[list[str]] = []
-    original = vectorizer._encode
+    original = vectorizer.compute
 
-    def counting(texts: list[str], batch_size: int) -> np.ndarray:
+    def counting(texts: list[str], batch_size: int | None) -> np.ndarray:
         seen.append(list(texts))
         return original(texts, batch_size)
 
-    vectorizer._encode = counting  # type: ignore[method-assign]
+    vectorizer.compute = counting  # type: ignore[method-assign]
     first = vectorizer.embed_many(["a cat", "a dog", "a cat"])
     second = vectorizer.embed_many(["a dog", "a bird"])
     assert seen == [["a cat", "a dog"], ["a bird"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .base import CachingVectorizer
 from .huggingface import HFTextVectorizer
+from .openai import OpenAITextVectorizer
 
-__all__ = ["HFTextVectorizer"]
+__all__ = ["CachingVectorizer", "HFTextVectorizer", "OpenAITextVectorizer"]
