@@ -12,7 +12,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -70,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--batch-size", type=int, default=256, help="texts per model call")
     warm.add_argument("--device", help="cpu, cuda, ... (default: sentence-transformers')")
 
+    copy = commands.add_parser("copy", help="copy a namespace's entries to another backend "
+                                            "(resumable)")
+    copy.add_argument("source", help="backend URL to copy from")
+    copy.add_argument("dest", help="backend URL to copy to")
+    copy.add_argument("--dest-name", help="namespace in the destination (default: --name)")
+
+    imported = commands.add_parser("import-redisvl",
+                                   help="store a RedisVL EmbeddingsCache's entries in embmemo")
+    imported.add_argument("--from", dest="source", required=True,
+                          help="Redis URL of the RedisVL cache")
+    imported.add_argument("--to", dest="dest",
+                          help="backend URL to store them in (default: --url, EMBMEMO_URL...)")
+    imported.add_argument("--dest-name", help="namespace in embmemo (default: --name)")
+
     bench = commands.add_parser("bench", help="embmemo next to raw redis-py and sqlite3")
     bench.add_argument("--dims", type=_ints, default=[384, 768, 1536])
     bench.add_argument("--batch-sizes", type=_ints, default=[1, 100, 1000, 10000])
@@ -86,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        handler = {"stats": _stats, "clear": _clear, "warm": _warm, "bench": _bench}
+        handler = {"stats": _stats, "clear": _clear, "warm": _warm, "copy": _copy,
+                   "import-redisvl": _import_redisvl, "bench": _bench}
         return handler[args.command](args)
     except (EmbmemoError, OSError, ValueError) as exc:
         print(f"embmemo: error: {exc}", file=sys.stderr)
@@ -193,6 +208,42 @@ def _warm(args: argparse.Namespace) -> int:
     sys.stderr.write("\n")
     print(f"{len(texts)} distinct texts: {computed} embedded, {len(texts) - computed} "
           f"already cached (model {args.model}, namespace {cache.name!r})")
+    return 0
+
+
+def _moved(label: str) -> Callable[[int, int], None]:
+    """A progress line for ``copy`` and ``import-redisvl``, on stderr."""
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-9)
+        sys.stderr.write(f"\r{label}: {done}/{total} entries, {rate:.0f}/s")
+        sys.stderr.flush()
+
+    return progress
+
+
+def _copy(args: argparse.Namespace) -> int:
+    from .migrate import copy
+
+    report = copy(args.source, args.dest, name=args.name, dest_name=args.dest_name,
+                  progress=_moved("copy"))
+    sys.stderr.write("\n")
+    print(f"copied {report.copied}, already there {report.skipped}, corrupt (not copied) "
+          f"{report.corrupt}, expired meanwhile {report.expired}")
+    return 0
+
+
+def _import_redisvl(args: argparse.Namespace) -> int:
+    from .migrate import import_redisvl
+
+    name = args.name or "embedcache"
+    dest = EmbeddingsCache(name=args.dest_name or name, url=args.dest or args.url)
+    report = import_redisvl(args.source, dest, name=name, progress=_moved("import"))
+    sys.stderr.write("\n")
+    print(f"imported {report.imported}, already there {report.skipped}, without their text "
+          f"(cannot be keyed) {report.without_text}, not RedisVL entries {report.invalid}, "
+          f"expired meanwhile {report.expired}")
     return 0
 
 

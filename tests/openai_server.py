@@ -45,7 +45,7 @@ class EmbeddingsServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: EmbeddingsServer
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # http.server calls it by this name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path != "/v1/embeddings" or not isinstance(body.get("input"), list):
             self.send_error(404)

@@ -4,6 +4,9 @@ hits, misses, dedup, async and fail-open, plus LangChain's own standard test sui
 from __future__ import annotations
 
 import asyncio
+import importlib
+import re
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +21,7 @@ from llama_index.core.embeddings import MockEmbedding
 from openai_server import embeddings_server, vector_for
 from pydantic import Field
 
-from embmemo import EmbeddingsCache, InvalidInputError
+from embmemo import ConfigError, EmbeddingsCache, InvalidInputError
 from embmemo.integrations.langchain import CachedEmbeddings
 from embmemo.integrations.llama_index import CachedEmbedding
 from embmemo.vectorizers import OpenAITextVectorizer
@@ -249,3 +252,24 @@ def test_openai_fails_open_and_splits_large_batches() -> None:
     with pytest.raises(InvalidInputError, match="batch_size"):
         OpenAITextVectorizer(batch_size=5000)
     assert np.asarray(result).shape == (2500, 8)
+
+
+@pytest.mark.parametrize(("module", "blocked", "extra"), [
+    ("embmemo.integrations.langchain", "langchain_core", "langchain"),
+    ("embmemo.integrations.llama_index", "llama_index.core", "llama-index"),
+])
+def test_a_missing_extra_names_its_install_command(
+    monkeypatch: pytest.MonkeyPatch, module: str, blocked: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, blocked, None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(ConfigError, match=re.escape(f"pip install 'embmemo[{extra}]'")):
+        importlib.import_module(module)
+
+
+def test_the_openai_vectorizer_without_openai_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)
+    with pytest.raises(ConfigError, match=re.escape("pip install 'embmemo[openai]'")):
+        OpenAITextVectorizer().embed("x")

@@ -55,6 +55,11 @@ class Backend(Protocol):
         """Delete the keys; return how many existed."""
         ...
 
+    def remaining_ttls(self, keys: Sequence[str]) -> list[int | None]:
+        """Milliseconds each key has left to live, in key order (None: no expiry, or no
+        such key); for moving entries between backends."""
+        ...
+
     def clear(self, namespace: str, scan_pattern: str) -> int:
         """Delete every entry key of ``namespace`` and nothing else; return the count."""
         ...
@@ -91,6 +96,10 @@ class AsyncBackend(Protocol):
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         """See ``Backend.delete_many``."""
+        ...
+
+    async def remaining_ttls(self, keys: Sequence[str]) -> list[int | None]:
+        """See ``Backend.remaining_ttls``."""
         ...
 
     async def clear(self, namespace: str, scan_pattern: str) -> int:
@@ -143,6 +152,10 @@ class AsyncAdapter:
     async def delete_many(self, keys: Sequence[str]) -> int:
         """See ``Backend.delete_many``."""
         return await self._call(self.backend.delete_many, keys)
+
+    async def remaining_ttls(self, keys: Sequence[str]) -> list[int | None]:
+        """See ``Backend.remaining_ttls``."""
+        return await self._call(self.backend.remaining_ttls, keys)
 
     async def clear(self, namespace: str, scan_pattern: str) -> int:
         """See ``Backend.clear``."""

@@ -70,6 +70,13 @@ class MemoryStore:
                     found += 1
             return found
 
+    def remaining_ttls(self, keys: Sequence[str]) -> list[int | None]:
+        now = time.monotonic()
+        with self._lock:
+            items = [self._live(key, now) for key in keys]
+        return [None if item is None or item[1] is None else max(1, round((item[1] - now) * 1000))
+                for item in items]
+
     def clear(self, namespace: str, scan_pattern: str) -> int:
         with self._lock:
             doomed = self.scan_keys(namespace, scan_pattern)
@@ -124,6 +131,9 @@ class MemoryBackend:
 
     def delete_many(self, keys: Sequence[str]) -> int:
         return self._store.delete_many(keys)
+
+    def remaining_ttls(self, keys: Sequence[str]) -> list[int | None]:
+        return self._store.remaining_ttls(keys)
 
     def clear(self, namespace: str, scan_pattern: str) -> int:
         return self._store.clear(namespace, scan_pattern)

@@ -44,6 +44,7 @@ from .redis_plans import (
     read_plan,
     refresh_plan,
     scan_plan,
+    ttl_plan,
     write_plan,
 )
 
@@ -231,6 +232,9 @@ class SyncRedisFamily(RedisFamily):
     def delete_many(self, keys: Sequence[str]) -> int:
         return self.run("delete", delete_plan, keys)
 
+    def remaining_ttls(self, keys: Sequence[str]) -> list[int | None]:
+        return self.run("ttl", ttl_plan, keys)
+
     def clear(self, namespace: str, scan_pattern: str) -> int:
         return self.run("clear", scan_plan, scan_pattern, None)
 
@@ -269,6 +273,9 @@ class AsyncRedisFamily(RedisFamily):
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         return await self.run("delete", delete_plan, keys)
+
+    async def remaining_ttls(self, keys: Sequence[str]) -> list[int | None]:
+        return await self.run("ttl", ttl_plan, keys)
 
     async def clear(self, namespace: str, scan_pattern: str) -> int:
         return await self.run("clear", scan_plan, scan_pattern, None)

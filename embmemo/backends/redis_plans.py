@@ -7,7 +7,7 @@ command goes is the ``Router``'s business: a standalone server takes every comma
 cluster routes each by the hash slot of its keys. The backends in ``redis.py`` and
 ``cluster.py`` differ only in their router and in how they send a batch.
 
-Only SET, MGET, EXISTS, UNLINK, SCAN and PEXPIRE are sent.
+Only SET, MGET, EXISTS, UNLINK, SCAN and PEXPIRE are sent (and PTTL, for ``embmemo copy``).
 """
 
 from __future__ import annotations
@@ -148,6 +148,15 @@ def exists_plan(router: Router, keys: Sequence[str]) -> Plan[list[bool]]:
     for chunk in chunks(keys, MAX_KEYS_PER_CHUNK):
         replies = yield router.per_key([("EXISTS", key) for key in chunk])
         out += [bool(n) for n in checked(replies)]
+    return out
+
+
+def ttl_plan(router: Router, keys: Sequence[str]) -> Plan[list[int | None]]:
+    """PTTL each key: milliseconds left, None for no expiry (-1) or no key (-2)."""
+    out: list[int | None] = []
+    for chunk in chunks(keys, MAX_KEYS_PER_CHUNK):
+        replies = yield router.per_key([("PTTL", key) for key in chunk])
+        out += [int(ms) if int(ms) >= 0 else None for ms in checked(replies)]
     return out
 
 

@@ -46,6 +46,10 @@ _SELECT_VALUES = (
     "SELECT key, value FROM entries WHERE key IN (...)"
     " AND (expires_at IS NULL OR expires_at > ?)"
 )
+_SELECT_EXPIRY = (
+    "SELECT key, expires_at FROM entries WHERE key IN (...)"
+    " AND (expires_at IS NULL OR expires_at > ?)"
+)
 _SELECT_LIVE = (
     "SELECT key FROM entries WHERE key IN (...) AND (expires_at IS NULL OR expires_at > ?)"
 )
@@ -350,6 +354,16 @@ class SQLiteBackend:
             for chunk in chunks(keys, _KEYS_PER_STATEMENT):
                 deleted += conn.execute(_sql(_DELETE_LIVE, len(chunk)), (*chunk, now)).rowcount
         return deleted
+
+    def remaining_ttls(self, keys: Sequence[str]) -> list[int | None]:
+        """See ``Backend.remaining_ttls``."""
+        expiry: dict[str, float | None] = {}
+        now = time.time()
+        with self._session("read", write=False) as conn:
+            for chunk in chunks(keys, _KEYS_PER_STATEMENT):
+                expiry.update(conn.execute(_sql(_SELECT_EXPIRY, len(chunk)), (*chunk, now)))
+        return [None if (at := expiry.get(key)) is None else max(1, round((at - now) * 1000))
+                for key in keys]
 
     def clear(self, namespace: str, scan_pattern: str) -> int:
         """See ``Backend.clear``: only ``namespace:<64 lowercase hex>`` keys go."""
