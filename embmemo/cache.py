@@ -64,7 +64,7 @@ class EmbeddingsCache:
     ) -> None:
         if url is not None and redis_url is not None and url != redis_url:
             raise ConfigError("give url or redis_url, not two different URLs")
-        settings = Settings.resolve(
+        settings = Settings.deferred(
             url=url or redis_url or (_client_url(redis_client, async_redis_client)),
             name=name,
             ttl=ttl,

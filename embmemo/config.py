@@ -6,14 +6,17 @@ so a variable means the same thing everywhere.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
+from .keys import KeyScheme
 from .urls import check_url, redact_url
 
 DEFAULT_NAME = "embedcache"
@@ -161,6 +164,18 @@ class Settings:
             on_error=resolved_on_error,
             timeout=_env_timeout(env),
         )
+
+    @classmethod
+    def deferred(cls, **arguments: Any) -> Callable[[], Settings]:
+        """Check the arguments now; read the environment (and fill in the defaults) when
+        the returned function is called, at first use.
+
+        So a variable set after a cache or a decorated function was built, by
+        ``load_dotenv()`` in ``main()`` say, still counts.
+        """
+        checked = cls.resolve(env={}, **arguments)  # the explicit values, validated
+        KeyScheme(checked.name)
+        return functools.partial(cls.resolve, **arguments)
 
     @property
     def redacted_url(self) -> str:

@@ -182,7 +182,7 @@ def cached_embedding(
         raise InvalidInputError(f"batch_size must be a positive int or None, got {batch_size!r}")
     if isinstance(ignore, str):
         raise InvalidTypeError("ignore must be a sequence of argument names, not a str")
-    settings = Settings.resolve(on_error=on_error)
+    settings = Settings.deferred(on_error=on_error)  # EMBMEMO_* are read at the first call
     write_ttl = ttl_seconds(ttl)
     if cache is None:
         cache = EmbeddingsCache(name=name, ttl=ttl, url=url)
@@ -194,7 +194,7 @@ def cached_embedding(
 
     def decorate(function: Callable[..., Any]) -> Any:
         label = getattr(function, "__qualname__", type(function).__name__)
-        state = FunctionState(label, write_ttl, batch_size, settings.on_error == "raise")
+        state = FunctionState(label, write_ttl, batch_size)
         decorated = _Decorated(function, cache, chosen_model, tuple(ignore), text_arg,
                                settings, state)
         wrapper = decorated.call_async if decorated.is_async else decorated.call_sync
@@ -245,13 +245,15 @@ class _Decorated:
         model: str | Callable[[Any], str],
         ignore: tuple[str, ...],
         text_arg: str | None,
-        settings: Settings,
+        settings: Callable[[], Settings],
         state: FunctionState,
     ) -> None:
         self.cache = cache
         self.model = model
         self.ignore = frozenset(ignore)
-        self.disabled = settings.disable
+        self.settings = settings
+        self.disabled: bool | None = None
+        """``EMBMEMO_DISABLE``, read at the first call (None before)."""
         self.state = state
         self.label = state.label
         self.is_static = isinstance(function, staticmethod)
@@ -343,18 +345,25 @@ class _Decorated:
 
         return Call(self.state, plan, single, model_name, params, keys, digests, invoke)
 
+    def caching(self) -> bool:
+        """Whether this call caches: not under ``bypass()`` nor ``EMBMEMO_DISABLE=1``
+        (the settings are resolved at the first call)."""
+        if self.disabled is None:
+            settings = self.settings()
+            self.state.raise_errors = settings.on_error == "raise"
+            self.disabled = settings.disable
+        return not (self.disabled or _bypassed.get())
+
     def call_sync(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> Any:
-        call = None if self.disabled or _bypassed.get() else self.prepare(
-            wrapped, instance, args, kwargs)
+        call = self.prepare(wrapped, instance, args, kwargs) if self.caching() else None
         if call is None:
             return wrapped(*args, **kwargs)
         return self.cache.engine.run(call)
 
     async def call_async(self, wrapped: Callable[..., Any], instance: Any,
                          args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = None if self.disabled or _bypassed.get() else self.prepare(
-            wrapped, instance, args, kwargs)
+        call = self.prepare(wrapped, instance, args, kwargs) if self.caching() else None
         if call is None:
             return await wrapped(*args, **kwargs)
         return await self.cache.engine.arun(call)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -151,7 +151,9 @@ class EntryStore:
     """Keys, records and backends of one cache namespace.
 
     Args:
-        settings: The resolved settings (URL, namespace, TTL, timeouts).
+        settings: The settings (URL, namespace, TTL, timeouts), or how to resolve them:
+            a function called at first use, so ``EMBMEMO_*`` variables set after the
+            cache was built (``load_dotenv()`` in ``main()``) still count.
         dtype: The storage dtype name of float embeddings.
         connection_kwargs: Redis client settings overriding embmemo's defaults.
         redis_client: A caller's sync Redis client, used instead of the URL.
@@ -160,15 +162,17 @@ class EntryStore:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | Callable[[], Settings],
         dtype: str,
         *,
         connection_kwargs: Mapping[str, Any] | None = None,
         redis_client: Any = None,
         async_redis_client: Any = None,
     ) -> None:
-        self.settings = settings
-        self.scheme = KeyScheme(settings.name)
+        self._settings = settings if isinstance(settings, Settings) else None
+        self._resolve = settings if not isinstance(settings, Settings) else None
+        self._scheme: KeyScheme | None = None
+        self._settings_lock = threading.Lock()
         self.dtype = codec.dtype_for(dtype)
         self.connection_kwargs = dict(connection_kwargs or {})
         self.redis_client = redis_client
@@ -181,6 +185,32 @@ class EntryStore:
         self._backend: Backend | None = None
         self._async_backend: AsyncBackend | None = None
         self._open_lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, resolved on first use (and said once in an INFO log line)."""
+        settings = self._settings
+        if settings is None:
+            with self._settings_lock:
+                if self._settings is None:
+                    assert self._resolve is not None
+                    self._settings = self._resolve()
+                    logger.info("embmemo: cache %r uses %s", self._settings.name,
+                                self._settings.redacted_url)
+                settings = self._settings
+        return settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings, self._scheme = settings, None
+
+    @property
+    def scheme(self) -> KeyScheme:
+        """The key scheme of the namespace."""
+        scheme = self._scheme
+        if scheme is None:
+            scheme = self._scheme = KeyScheme(self.settings.name)
+        return scheme
 
     @property
     def name(self) -> str:

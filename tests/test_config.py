@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -68,7 +69,32 @@ def test_cache_and_decorator_read_the_environment(monkeypatch: pytest.MonkeyPatc
     assert embed.cache.get("t", "m").ttl == 42
     monkeypatch.setenv("EMBMEMO_TTL", "-1")
     with pytest.raises(ConfigError, match="EMBMEMO_TTL"):
-        EmbeddingsCache()
+        EmbeddingsCache().get("t", "m")  # the environment is read at first use
+
+
+def test_settings_are_read_at_first_use_not_at_import(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="embmemo")
+
+    @cached_embedding(model="m")  # decorated at import time, as modules do
+    def embed(text: str) -> list[float]:
+        return [1.0]
+
+    cache = EmbeddingsCache(name="late")
+    monkeypatch.setenv("EMBMEMO_URL", "memory://late")  # load_dotenv() in main(), say
+    monkeypatch.setenv("EMBMEMO_ON_ERROR", "raise")
+    monkeypatch.setenv("EMBMEMO_DISABLE", "0")
+    assert embed("t") == [1.0]
+    assert embed.cache.url == "memory://late" and cache.url == "memory://late"
+    assert "memory://late" in repr(cache)
+    embed("t")
+    assert [r.getMessage() for r in caplog.records].count(
+        "embmemo: cache 'embedcache' uses memory://late") == 1  # said once per cache
+    with pytest.raises(ValueError, match="ttl"):
+        EmbeddingsCache(ttl=-1)  # what is passed in is still checked at once
+    with pytest.raises(ValueError, match="name"):
+        EmbeddingsCache(name="has space")
 
 
 def test_unknown_schemes_list_the_known_ones() -> None:

@@ -177,7 +177,7 @@ def test_a_malformed_url_is_a_config_error_that_shows_no_secret(
     assert message.startswith("url:")
     monkeypatch.setenv("EMBMEMO_URL", url)
     with pytest.raises(ConfigError, match=r"^EMBMEMO_URL:") as caught:
-        EmbeddingsCache()
+        EmbeddingsCache().get("t", MODEL)  # the environment is read at first use
     assert "s3cr" not in str(caught.value)
 
 

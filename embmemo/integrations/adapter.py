@@ -47,7 +47,7 @@ class CachedModel:
 
     Args:
         model: The model name entries are stored under.
-        cache: The cache; None builds one from the ``EMBMEMO_*`` settings.
+        cache: The cache; None builds one from the ``EMBMEMO_*`` settings, read now.
         ttl: Time to live of new entries, in seconds.
         batch_size: Send misses to the model at most this many at a time.
         dimensions: The wrapped model's output size setting, if it has one.
@@ -69,7 +69,10 @@ class CachedModel:
         query: Callable[[str], Vector],
         aquery: Callable[[str], Awaitable[Vector]],
     ) -> None:
-        self.cache = cache if cache is not None else EmbeddingsCache(ttl=ttl)
+        if cache is None:  # LangChain and LlamaIndex models read their environment when
+            cache = EmbeddingsCache(ttl=ttl)  # built; so does this one
+            cache.store.settings  # noqa: B018 - resolves them now
+        self.cache = cache
         # The identity beyond the model name rides in a parameter the decorator keys on;
         # with nothing in it, it is ignored, so entries are keyed by the model alone.
         documents_identity = {"dimensions": dimensions} if dimensions is not None else {}
