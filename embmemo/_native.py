@@ -7,6 +7,7 @@ are there (same results; for comparing the two, or ruling the C code out).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
@@ -31,12 +32,34 @@ class Speedups(Protocol):
     def due(self, entries: Sequence[Any], now: float, fraction: float, /) -> list[int]: ...
 
 
+_announced = False
+
+
 def load_speedups() -> Speedups | None:
-    """``embmemo._speedups``, or None."""
+    """``embmemo._speedups``, or None (said once, as a warning, when it was not built)."""
+    global _announced
     if os.environ.get("EMBMEMO_NO_SPEEDUPS", "") not in ("", "0"):
         return None
     try:
         speedups = importlib.import_module("embmemo._speedups")
-    except ImportError:  # installed without a C compiler or OpenSSL headers
+    except ImportError:  # installed without a C compiler
+        if not _announced:
+            _announced = True
+            logging.getLogger("embmemo").warning(
+                "embmemo: the C read loops are not built (no C compiler at install), so "
+                "reads run in Python: same results, slower. `embmemo info` says more; "
+                "EMBMEMO_NO_SPEEDUPS=1 silences this.")
         return None
     return cast(Speedups, speedups)
+
+
+def speedups_status() -> str:
+    """Whether the C loops are in use, and if not, why (for ``embmemo info``)."""
+    if os.environ.get("EMBMEMO_NO_SPEEDUPS", "") not in ("", "0"):
+        return "off (EMBMEMO_NO_SPEEDUPS is set): the Python loops"
+    try:
+        speedups = importlib.import_module("embmemo._speedups")
+    except ImportError as exc:
+        return (f"not built ({exc}): the Python loops, same results, slower reads; "
+                "reinstall with a C compiler to build them")
+    return f"in use (SHA-256: {getattr(speedups, 'SHA256', 'OpenSSL libcrypto')})"

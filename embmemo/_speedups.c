@@ -10,11 +10,22 @@
  * The record layout is described in codec.py.
  */
 #define PY_SSIZE_T_CLEAN
-#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_*: the low-level calls skip EVP's per-call setup */
 #include <Python.h>
-#include <openssl/sha.h>
 #include <structmember.h> /* T_OBJECT_EX */
 #include <string.h>
+
+#ifdef EMBMEMO_OPENSSL
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_*: the low-level calls skip EVP's per-call setup */
+#include <openssl/sha.h>
+#define SHA256_SOURCE "OpenSSL libcrypto"
+#else /* a plain C compiler suffices */
+#include "_sha256.h"
+#define SHA256_CTX embmemo_sha256
+#define SHA256_Init embmemo_sha256_init
+#define SHA256_Update embmemo_sha256_update
+#define SHA256_Final embmemo_sha256_final
+#define SHA256_SOURCE "built in"
+#endif
 
 #define HEADER_SIZE 80
 #define CRC_SIZE 4
@@ -390,4 +401,8 @@ static struct PyModuleDef module = {
     "C versions of embmemo's per-entry read loops (keys, decode).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddStringConstant(m, "SHA256", SHA256_SOURCE) < 0) Py_CLEAR(m);
+    return m;
+}

@@ -424,7 +424,8 @@ def print_table(rows: Sequence[Row], out: TextIO = sys.stdout) -> None:
     for row in rows:
         unit = row.unit
         trips = "" if row.round_trips is None else f"{row.round_trips}/{row.raw_round_trips}"
+        digits = 0 if unit == "B" else 3  # bytes are whole
         print(f"{row.case:<26} {row.dim:>5} {row.batch:>6} {row.dtype:<8} "
-              f"{row.embmemo_best:>9.3f}/{row.embmemo_median:<8.3f}{unit:<2} "
-              f"{row.raw_best:>9.3f}/{row.raw_median:<8.3f}{unit:<2} {row.ratio:>6.2f} "
-              f"{row.pair_ratio:>6.2f} {trips:>6}", file=out)
+              f"{row.embmemo_best:>9.{digits}f}/{row.embmemo_median:<8.{digits}f}{unit:<2} "
+              f"{row.raw_best:>9.{digits}f}/{row.raw_median:<8.{digits}f}{unit:<2} "
+              f"{row.ratio:>6.2f} {row.pair_ratio:>6.2f} {trips:>6}", file=out)

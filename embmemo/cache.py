@@ -13,13 +13,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .arguments import batch, model_of, spread, text_of, texts_of
-from .backends import describe_client
+from .backends import Backend, describe_client
 from .codec import CacheEntry
 from .config import Settings, ttl_seconds
 from .engine import LookupEngine
+from .engine.flight import running_loop
 from .errors import ConfigError
 from .keys import Text
-from .stats import CacheInfo
+from .stats import CacheInfo, logger
 from .store import EntryStore, Params
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class EmbeddingsCache:
 
     def _setup(self, store: EntryStore) -> None:
         self._store = store
+        self._warned_in_loop = False
         self._engine: LookupEngine | None = None
         self._engine_lock = threading.Lock()
 
@@ -245,7 +247,7 @@ class EmbeddingsCache:
         """
         keys, records = self._store.records(items, ttl)
         if records:
-            self._store.backend().set_many(records)
+            self._blocking("mset").set_many(records)
         return keys
 
     def mget(
@@ -255,7 +257,7 @@ class EmbeddingsCache:
         """Entries for many texts of one model, in input order (None for misses)."""
         batch = texts_of(texts, contents)
         keys, digests = self._store.keys(batch, model_of(model_name), model_params)
-        backend = self._store.backend()
+        backend = self._blocking("mget")
         entries = self._store.decode(keys, digests, backend.get_many(keys) if keys else [],
                                      model_name, batch)
         self._store.slide(backend, keys, entries)
@@ -268,7 +270,7 @@ class EmbeddingsCache:
         """Whether each text has an entry for the model, in input order."""
         keys, _ = self._store.keys(texts_of(texts, contents), model_of(model_name),
                                   model_params)
-        return self._store.backend().exists_many(keys) if keys else []
+        return self._blocking("mexists").exists_many(keys) if keys else []
 
     def mdrop(
         self, texts: Iterable[Text] | None = None, model_name: str | None = None, *,
@@ -278,14 +280,14 @@ class EmbeddingsCache:
         keys, _ = self._store.keys(texts_of(texts, contents), model_of(model_name),
                                   model_params)
         if keys:
-            self._store.backend().delete_many(keys)
+            self._blocking("mdrop").delete_many(keys)
 
     def mget_by_keys(self, keys: Iterable[str]) -> list[CacheEntry | None]:
         """Entries stored under many keys, in input order (None for misses and for keys
         of another namespace, which are never sent to the backend)."""
         given = batch(keys, "keys")
         positions, own, digests = self._store.own_keys(given)
-        backend = self._store.backend()
+        backend = self._blocking("mget_by_keys")
         entries = self._store.decode(own, digests, backend.get_many(own) if own else [], None)
         self._store.slide(backend, own, entries)
         return spread(len(given), positions, entries, None)
@@ -295,13 +297,13 @@ class EmbeddingsCache:
         given = batch(keys, "keys")
         positions, own, _ = self._store.own_keys(given)
         return spread(len(given), positions,
-                      self._store.backend().exists_many(own) if own else [], False)
+                      self._blocking("mexists_by_keys").exists_many(own) if own else [], False)
 
     def mdrop_by_keys(self, keys: Iterable[str]) -> None:
         """Delete the entries stored under many keys (those of this namespace)."""
         _, own, _ = self._store.own_keys(batch(keys, "keys"))
         if own:
-            self._store.backend().delete_many(own)
+            self._blocking("mdrop_by_keys").delete_many(own)
 
     def expire(self, key: str, ttl: float | None = None) -> None:
         """Give the entry under ``key`` a new TTL in seconds (None: the cache default),
@@ -309,7 +311,7 @@ class EmbeddingsCache:
         or ``key`` holds no entry of this namespace."""
         seconds = self._expiry(key, ttl)
         if seconds is not None:
-            backend = self._store.backend()
+            backend = self._blocking("expire")
             record = self._store.retimed(key, backend.get_many([key])[0], seconds)
             if record is not None:
                 backend.set_many([record])
@@ -321,7 +323,7 @@ class EmbeddingsCache:
 
     def clear(self) -> int:
         """Delete every entry of this namespace, and nothing else; return how many."""
-        return self._store.backend().clear(self.name, self._store.scheme.scan_pattern())
+        return self._blocking("clear").clear(self.name, self._store.scheme.scan_pattern())
 
     def close(self) -> None:
         """Release the sync backend's connections (use ``aclose`` for the async one)."""
@@ -340,6 +342,16 @@ class EmbeddingsCache:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _blocking(self, method: str) -> Backend:
+        """The sync backend, for ``method``; warns once if a running event loop called it
+        (it blocks the loop until the backend answers)."""
+        if not self._warned_in_loop and running_loop() is not None:
+            self._warned_in_loop = True
+            logger.warning("embmemo: EmbeddingsCache.%s was called inside a running event "
+                           "loop, which it blocks until the backend answers; use "
+                           "`await cache.a%s(...)`", method, method)
+        return self._store.backend()
 
     def _expiry(self, key: str, ttl: float | None) -> float | None:
         """The TTL ``expire`` sets, or None when it has nothing to do."""

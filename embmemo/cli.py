@@ -13,9 +13,9 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from . import __version__, codec
 from .cache import EmbeddingsCache
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser("stats", help="entries, bytes, TTLs and models in the namespace")
+    commands.add_parser("info", help="versions, the backend in use, C loops, extras")
 
     clear = commands.add_parser("clear", help="delete every entry of the namespace")
     clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     warm = commands.add_parser("warm", help="embed a corpus into the cache (misses only)")
     warm.add_argument("file", type=Path, help="one text per line, or JSONL with --field")
     warm.add_argument("--model", required=True, help="sentence-transformers model name or path")
+    warm.add_argument("--model-name", help="the name entries are stored under (default: "
+                                           "--model; give the hub name for a local path)")
     warm.add_argument("--field", help="read JSON Lines and embed this field of each object")
     warm.add_argument("--batch-size", type=int, default=256, help="texts per model call")
     warm.add_argument("--device", help="cpu, cuda, ... (default: sentence-transformers')")
@@ -100,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        handler = {"stats": _stats, "clear": _clear, "warm": _warm, "copy": _copy,
+        handler = {"stats": _stats, "info": _info, "clear": _clear, "warm": _warm, "copy": _copy,
                    "import-redisvl": _import_redisvl, "bench": _bench}
         return handler[args.command](args)
     except (EmbmemoError, OSError, ValueError) as exc:
@@ -132,7 +135,7 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"backend:   {cache.url}")
     print(f"namespace: {cache.name}")
     print(f"entries:   {count}")
-    print(f"bytes:     {stored_bytes} (values only)")
+    print(f"bytes:     {human_bytes(stored_bytes)} (values only)")
     if ttls:
         print(f"ttl:       min {min(ttls):g}s, median {statistics.median(ttls):g}s, "
               f"max {max(ttls):g}s; {forever} without expiry")
@@ -140,6 +143,36 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"ttl:       {forever} without expiry")
     for model, n in models.most_common():
         print(f"model:     {model} ({n})")
+    return 0
+
+
+_EXTRAS = ("hiredis", "sentence-transformers", "torch", "langchain-core", "llama-index-core",
+           "openai", "redisvl")
+
+
+def _info(args: argparse.Namespace) -> int:
+    import platform
+    from importlib import metadata
+
+    from ._native import speedups_status
+
+    cache = _cache(args)
+    print(f"embmemo:   {__version__}")
+    print(f"python:    {platform.python_version()} ({sys.executable})")
+    print(f"backend:   {cache.url}")
+    print(f"namespace: {cache.name}")
+    backend = cache.store.backend()
+    try:
+        server = backend.server_version()  # type: ignore[attr-defined]
+    except EmbmemoError as exc:
+        server = f"not reachable: {exc}"
+    print(f"server:    {server}")
+    print(f"C loops:   {speedups_status()}")
+    for name in _EXTRAS:
+        try:
+            print(f"installed: {name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
     return 0
 
 
@@ -154,7 +187,15 @@ def _clear(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    print(f"deleted {cache.clear()} entries from {cache.name!r}")
+    backend, scheme = cache.store.backend(), cache.store.scheme
+    keys = backend.scan_keys(cache.name, scheme.scan_pattern())
+    deleted = 0
+    with _bar(len(keys), "clear", "entry") as bar:
+        for start in range(0, len(keys), 1000):
+            deleted += backend.delete_many(keys[start:start + 1000])
+            bar(min(1000, len(keys) - start))
+    deleted += cache.clear()  # what was written meanwhile
+    print(f"deleted {deleted} entries from {cache.name!r}")
     return 0
 
 
@@ -179,56 +220,109 @@ def _corpus(path: Path, field: str | None) -> list[str]:
     return texts
 
 
-def _progress(done: int, total: int, computed: int, started: float, out: TextIO) -> None:
-    width = 30
-    filled = width * done // total if total else width
-    rate = done / max(time.monotonic() - started, 1e-9)
-    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} texts, "
-              f"{computed} embedded, {rate:.0f} texts/s")
-    out.flush()
-
-
 def _warm(args: argparse.Namespace) -> int:
     from .vectorizers import HFTextVectorizer
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
-    texts = list(dict.fromkeys(_corpus(args.file, args.field)))
+    field = args.field
+    if field is None and args.file.suffix.lower() in (".jsonl", ".ndjson"):
+        field = _only_text_field(args.file)
+    texts = list(dict.fromkeys(_corpus(args.file, field)))
     cache = _cache(args)
-    vectorizer = HFTextVectorizer(args.model, cache=cache, device=args.device)
-    started = time.monotonic()
+    vectorizer = HFTextVectorizer(args.model, model_name=args.model_name, cache=cache,
+                                  device=args.device)
+    if not all(cache.mexists(texts, vectorizer.model)):
+        vectorizer.load()  # before the bar, so a model that cannot load is a clean error
     computed = 0
-    for start in range(0, len(texts), args.batch_size):
-        batch = texts[start:start + args.batch_size]
-        missing = [t for t, there in zip(batch, cache.mexists(batch, args.model)) if not there]
-        if missing:
-            vectorizer.embed_many(missing, batch_size=min(len(missing), 64))
-            computed += len(missing)
-        _progress(start + len(batch), len(texts), computed, started, sys.stderr)
-    sys.stderr.write("\n")
+    with _bar(len(texts), "warm", "text") as bar:
+        for start in range(0, len(texts), args.batch_size):
+            batch = texts[start:start + args.batch_size]
+            there = cache.mexists(batch, vectorizer.model)
+            missing = [text for text, cached in zip(batch, there) if not cached]
+            if missing:
+                vectorizer.embed_many(missing, batch_size=min(len(missing), 64))
+                computed += len(missing)
+            bar(len(batch))
     print(f"{len(texts)} distinct texts: {computed} embedded, {len(texts) - computed} "
-          f"already cached (model {args.model}, namespace {cache.name!r})")
+          f"already cached (model {vectorizer.model}, namespace {cache.name!r})")
     return 0
 
 
-def _moved(label: str) -> Callable[[int, int], None]:
-    """A progress line for ``copy`` and ``import-redisvl``, on stderr."""
+def _only_text_field(path: Path) -> str:
+    """The field to embed of a JSON Lines file given without --field: its only text one."""
+    with path.open(encoding="utf-8") as lines:
+        first = next((line for line in lines if line.strip()), "{}")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path} is not JSON Lines: its first line is not JSON") from None
+    fields = sorted(k for k, v in record.items() if isinstance(v, str)) if isinstance(
+        record, dict) else []
+    if len(fields) != 1:
+        raise ValueError(f"{path} is JSON Lines: pass --field to say what to embed (its text "
+                         f"fields: {', '.join(fields) or 'none'})")
+    field: str = fields[0]
+    print(f"warm: embedding the field {field!r} of each line (its only text field; "
+          "--field chooses another)", file=sys.stderr)
+    return field
+
+
+@contextmanager
+def _bar(total: int, label: str, unit: str) -> Iterator[Callable[[int], object]]:
+    """A progress bar on stderr: tqdm's when it is installed, else a line of our own.
+    Yields the function that advances it."""
+    try:
+        from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+    except ImportError:
+        tqdm = None
+    if tqdm is not None:
+        with tqdm(total=total, desc=label, unit=unit, file=sys.stderr) as bar:
+            yield bar.update
+        return
+    done = [0]
     started = time.monotonic()
 
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.monotonic() - started, 1e-9)
-        sys.stderr.write(f"\r{label}: {done}/{total} entries, {rate:.0f}/s")
+    def advance(count: int) -> None:
+        done[0] += count
+        rate = done[0] / max(time.monotonic() - started, 1e-9)
+        sys.stderr.write(f"\r{label}: {done[0]}/{total} {unit}s, {rate:.0f}/s")
         sys.stderr.flush()
 
-    return progress
+    yield advance
+    sys.stderr.write("\n")
+
+
+def human_bytes(size: float) -> str:
+    """1536 -> "1.5 KiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _progress_of(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar for an operation that reports (done, total) as it goes."""
+    with ExitStack() as stack:
+        state: dict[str, Any] = {"done": 0}
+
+        def progress(done: int, total: int) -> None:
+            if "bar" not in state:
+                state["bar"] = stack.enter_context(_bar(total, label, "entry"))
+            state["bar"](done - state["done"])
+            state["done"] = done
+
+        yield progress
 
 
 def _copy(args: argparse.Namespace) -> int:
     from .migrate import copy
 
-    report = copy(args.source, args.dest, name=args.name, dest_name=args.dest_name,
-                  progress=_moved("copy"))
-    sys.stderr.write("\n")
+    with _progress_of("copy") as progress:
+        report = copy(args.source, args.dest, name=args.name, dest_name=args.dest_name,
+                      progress=progress)
     print(f"copied {report.copied}, already there {report.skipped}, corrupt (not copied) "
           f"{report.corrupt}, expired meanwhile {report.expired}")
     return 0
@@ -239,8 +333,8 @@ def _import_redisvl(args: argparse.Namespace) -> int:
 
     name = args.name or "embedcache"
     dest = EmbeddingsCache(name=args.dest_name or name, url=args.dest or args.url)
-    report = import_redisvl(args.source, dest, name=name, progress=_moved("import"))
-    sys.stderr.write("\n")
+    with _progress_of("import") as progress:
+        report = import_redisvl(args.source, dest, name=name, progress=progress)
     print(f"imported {report.imported}, already there {report.skipped}, without their text "
           f"(cannot be keyed) {report.without_text}, not RedisVL entries {report.invalid}, "
           f"expired meanwhile {report.expired}")

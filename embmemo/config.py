@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import math
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import platformdirs
 
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
 from .keys import KeyScheme
@@ -58,22 +59,15 @@ def ttl_ms(seconds: float | None) -> int | None:
     return None if seconds is None else max(1, round(seconds * 1000))
 
 
-def user_cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The platform's per-user cache directory for embmemo."""
-    env = os.environ if env is None else env
-    if sys.platform == "win32":
-        base = Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-        return base / "embmemo" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "embmemo"
-    xdg = env.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "embmemo"
+def user_cache_dir() -> Path:
+    """The platform's per-user cache directory for embmemo (``platformdirs``: on Linux
+    ``$XDG_CACHE_HOME/embmemo``, else ``~/.cache/embmemo``)."""
+    return platformdirs.user_cache_path("embmemo", appauthor=False)
 
 
-def default_url(env: Mapping[str, str] | None = None) -> str:
+def default_url() -> str:
     """The embedded SQLite file in the user cache directory."""
-    return "sqlite:///" + str(user_cache_dir(env) / "embmemo.sqlite3").lstrip("/")
+    return "sqlite:///" + str(user_cache_dir() / "embmemo.sqlite3").lstrip("/")
 
 
 def _env_bool(env: Mapping[str, str], var: str, default: bool) -> bool:
@@ -140,7 +134,7 @@ class Settings:
         env = os.environ if env is None else env
         if url is not None and not isinstance(url, str):
             raise InvalidTypeError(f"url must be a str, got {type(url).__name__}")
-        resolved_url = url or env.get("EMBMEMO_URL") or default_url(env)
+        resolved_url = url or env.get("EMBMEMO_URL") or default_url()
         check_url(resolved_url, "url" if url else "EMBMEMO_URL")
         env_name = env.get("EMBMEMO_NAME")
         if name is None and env_name is not None and not env_name.strip():

@@ -23,9 +23,10 @@ from . import forms
 from .cache import EmbeddingsCache
 from .config import Settings, ttl_seconds
 from .engine import Call, FunctionState
+from .engine.flight import running_loop
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
 from .keys import Text, UncanonicalValueError
-from .stats import CacheInfo
+from .stats import CacheInfo, logger
 
 if TYPE_CHECKING:
     from typing import Concatenate
@@ -252,6 +253,7 @@ class _Decorated:
         self.model = model
         self.ignore = frozenset(ignore)
         self.settings = settings
+        self.warned_in_loop = False
         self.disabled: bool | None = None
         """``EMBMEMO_DISABLE``, read at the first call (None before)."""
         self.state = state
@@ -359,6 +361,11 @@ class _Decorated:
         call = self.prepare(wrapped, instance, args, kwargs) if self.caching() else None
         if call is None:
             return wrapped(*args, **kwargs)
+        if not self.warned_in_loop and running_loop() is not None:
+            self.warned_in_loop = True
+            logger.warning("embmemo: %s (a sync function) was called inside a running event "
+                           "loop, which it blocks while the cache answers; decorate an "
+                           "`async def`, or call it through `asyncio.to_thread`", self.label)
         return self.cache.engine.run(call)
 
     async def call_async(self, wrapped: Callable[..., Any], instance: Any,

@@ -101,21 +101,55 @@ def test_warm_embeds_misses_only_with_progress(tmp_path: Path, namespace: str) -
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"line {i} of the corpus" for i in range(1000)) + "\n")
     model = str(gt_model.get_model_path())
+    hub_name = "sentence-transformers/all-MiniLM-L6-v2"
     url = f"sqlite:///{tmp_path}/warm.sqlite3"
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    first = run_cli("--url", url, "--name", namespace, "warm", "--model", model, str(corpus),
-                    env=env)
+
+    def warm(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("--url", url, "--name", namespace, "warm", "--model", model,
+                       "--model-name", hub_name, *args, env=env)
+
+    first = warm(str(corpus))
     assert first.returncode == 0, first.stderr
-    assert "1000/1000 texts" in first.stderr and "texts/s" in first.stderr
+    assert "1000/1000" in first.stderr  # the progress bar
     assert "1000 embedded, 0 already cached" in first.stdout
-    second = run_cli("--url", url, "--name", namespace, "warm", "--model", model, str(corpus),
-                     env=env)
-    assert "0 embedded, 1000 already cached" in second.stdout
+    assert "0 embedded, 1000 already cached" in warm(str(corpus)).stdout
     jsonl = tmp_path / "corpus.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"body": f"line {i} of the corpus"})
+    jsonl.write_text("\n".join(json.dumps({"body": f"line {i} of the corpus", "n": i})
                                for i in range(10)) + "\n")
-    third = run_cli("--url", url, "--name", namespace, "warm", "--model", model, str(jsonl),
-                    "--field", "body", env=env)
+    third = warm(str(jsonl))  # no --field: its only text field, said
     assert "0 embedded, 10 already cached" in third.stdout
-    entry = EmbeddingsCache(name=namespace, url=url).get("line 7 of the corpus", model)
-    assert entry is not None and entry.embedding.shape == (384,)
+    assert "the field 'body'" in third.stderr
+    entry = EmbeddingsCache(name=namespace, url=url).get("line 7 of the corpus", hub_name)
+    assert entry is not None and entry.embedding.shape == (384,)  # under the hub name
+    two = tmp_path / "two.jsonl"
+    two.write_text(json.dumps({"title": "a", "body": "b"}) + "\n")
+    fresh = tmp_path / "fresh.txt"
+    fresh.write_text("not cached yet\n")  # so the model must load, on a device torch lacks
+    for args in ([str(two)], [str(fresh), "--device", "cuda"]):
+        failed = warm(*args)  # the model's own loading bar may come first: ours is the end
+        assert failed.returncode == 1, failed.stderr
+        error = failed.stderr.strip().splitlines()[-1]
+        assert error.startswith("embmemo: error:") and "Traceback" not in failed.stderr
+    assert "--field" in warm(str(two)).stderr
+
+
+def test_sizes_are_human_readable(filled: tuple[str, EmbeddingsCache],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from embmemo.cli import human_bytes
+
+    url, cache = filled
+    assert main(["--url", url, "--name", cache.name, "stats"]) == 0
+    assert " B (values only)" in capsys.readouterr().out
+    assert (human_bytes(328), human_bytes(1536), human_bytes(3 * 2**30)) == (
+        "328 B", "1.5 KiB", "3.0 GiB")
+
+
+def test_info(filled: tuple[str, EmbeddingsCache]) -> None:
+    url, cache = filled
+    result = run_cli("--url", url, "--name", cache.name, "info")
+    assert result.returncode == 0, result.stderr
+    assert "embmemo:   0." in result.stdout and "server:    SQLite 3." in result.stdout
+    assert "C loops:   in use" in result.stdout
+    off = run_cli("--url", url, "info", env={"EMBMEMO_NO_SPEEDUPS": "1"})
+    assert "C loops:   off (EMBMEMO_NO_SPEEDUPS is set)" in off.stdout

@@ -18,8 +18,10 @@ from embmemo.urls import redact_url
 README = Path(__file__).parent.parent / "README.md"
 
 
-def test_defaults_with_nothing_configured(tmp_path: Path) -> None:
-    settings = Settings.resolve(env={"XDG_CACHE_HOME": str(tmp_path)})
+def test_defaults_with_nothing_configured(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    settings = Settings.resolve(env={})
     assert settings.name == "embedcache" and settings.ttl is None
     assert settings.refresh_ttl is True and settings.disable is False
     assert settings.on_error == "compute" and settings.timeout == 1.0
@@ -164,3 +166,24 @@ def test_a_missing_backend_dependency_is_a_one_line_hint(monkeypatch: pytest.Mon
     with pytest.raises(ConfigError, match=r"sqlite:// backend needs the sqlite3 module") as caught:
         EmbeddingsCache(url="sqlite:////tmp/x.sqlite3").get("t", "m")
     assert "\n" not in str(caught.value)
+
+
+async def test_a_sync_call_inside_a_running_loop_is_warned_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = EmbeddingsCache(url="memory://in-loop")
+
+    @cached_embedding(model="m", cache=cache)
+    def embed(text: str) -> list[float]:
+        return [1.0]
+
+    cache.set("t", "m", [1.0])
+    cache.get("t", "m")
+    cache.mget(["t"], "m")
+    embed("t")
+    embed("t")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # once for the cache, once for the function
+    assert "await cache.amset" in warnings[0] and "async def" in warnings[1]
+    await cache.aget("t", "m")  # the async twin: no warning
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 2

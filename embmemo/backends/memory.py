@@ -141,5 +141,8 @@ class MemoryBackend:
     def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
         return self._store.scan_keys(namespace, scan_pattern)
 
+    def server_version(self) -> str:
+        return "in-process memory"
+
     def close(self) -> None:
         pass

@@ -44,6 +44,7 @@ from .redis_plans import (
     read_plan,
     refresh_plan,
     scan_plan,
+    server_plan,
     ttl_plan,
     write_plan,
 )
@@ -242,6 +243,10 @@ class SyncRedisFamily(RedisFamily):
         found: list[bytes] = []
         self.run("scan", scan_plan, scan_pattern, found)
         return [key.decode() for key in found]
+
+    def server_version(self) -> str:
+        """The server's name and version (for ``embmemo info``)."""
+        return self.run("hello", server_plan)
 
 
 class AsyncRedisFamily(RedisFamily):

@@ -126,6 +126,15 @@ def read_plan(router: Router, keys: Sequence[str], chunker: ReadChunker) -> Plan
     return out
 
 
+def server_plan(router: Router) -> Plan[str]:
+    """What the server (the first node of a cluster) is: ``HELLO``, which every user may
+    send, names the server and its version."""
+    reply = checked((yield [(("HELLO",), router.scan_targets()[0])]))[0]
+    fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
+    name, version = fields.get(b"server", b"redis"), fields.get(b"version", b"?")
+    return f"{name.decode().capitalize()} {version.decode()}"
+
+
 def write_plan(router: Router, records: Sequence[Record], max_value_bytes: int) -> Plan[None]:
     """SET each record (with PX when it expires), a chunk per round trip."""
     written = 0

@@ -379,6 +379,10 @@ class SQLiteBackend:
             rows = conn.execute(_SCAN, (*_namespace_bounds(namespace), time.time())).fetchall()
         return [key for (key,) in rows]
 
+    def server_version(self) -> str:
+        """The SQLite library's version (for ``embmemo info``)."""
+        return f"SQLite {sqlite3.sqlite_version}"
+
     def close(self) -> None:
         """Close the connection. Idempotent; the next operation reopens."""
         with self._lock:

@@ -6,6 +6,7 @@ sentence-transformers is imported (and the model loaded) on first use; install i
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ConfigError, InvalidInputError
+from ..stats import logger
 from .base import CachingVectorizer
 
 if TYPE_CHECKING:
@@ -25,8 +27,11 @@ class HFTextVectorizer(CachingVectorizer):
     """Embeds text with a sentence-transformers model, through an optional cache.
 
     Args:
-        model: A Hugging Face hub name or a local model path. It is also the
-            ``model_name`` entries are cached under.
+        model: A Hugging Face hub name, or the path of a local copy (a str or a
+            ``pathlib.Path``).
+        model_name: The name entries are cached under (default: ``model``). Give the hub
+            name when ``model`` is a local path, so other machines and environments, and
+            the hub name itself, find the same entries.
         cache: An ``EmbeddingsCache``; None computes every time. May be replaced at any
             time (``vectorizer.cache = other_cache``).
         cache_folder: Where sentence-transformers keeps downloaded models.
@@ -39,16 +44,18 @@ class HFTextVectorizer(CachingVectorizer):
 
     def __init__(
         self,
-        model: str,
+        model: str | os.PathLike[str],
         *,
+        model_name: str | None = None,
         cache: EmbeddingsCache | None = None,
         cache_folder: str | None = None,
         device: str | None = None,
         dtype: str = "float32",
         **encode_kwargs: Any,
     ) -> None:
-        if not isinstance(model, str) or not model:
+        if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
             raise InvalidInputError("model must be a non-empty hub name or local path")
+        self.model_path = os.fspath(model)
         if dtype not in ("float16", "float32", "float64"):
             raise InvalidInputError(f"dtype must be float16, float32 or float64, got {dtype!r}")
         self.dtype = dtype
@@ -57,7 +64,15 @@ class HFTextVectorizer(CachingVectorizer):
         self.encode_kwargs = dict(encode_kwargs)
         self._client: Any = None
         self._load_lock = threading.Lock()
-        super().__init__(model, cache, self.encode_kwargs)
+        if model_name is None and os.path.isdir(self.model_path):
+            logger.warning("embmemo: %s caches under the path %s; pass model_name= (the hub "
+                           "name) so other machines find the same entries", "HFTextVectorizer",
+                           self.model_path)
+        super().__init__(model_name or self.model_path, cache, self.encode_kwargs)
+
+    def load(self) -> None:
+        """Load the model now (else it loads at the first text not in the cache)."""
+        self._model()
 
     def _model(self) -> Any:
         """The SentenceTransformer, loaded once, on first use."""
@@ -71,9 +86,15 @@ class HFTextVectorizer(CachingVectorizer):
                             "HFTextVectorizer needs sentence-transformers: "
                             "pip install 'embmemo[hf]'"
                         ) from None
-                    self._client = SentenceTransformer(
-                        self.model, cache_folder=self.cache_folder, device=self.device
-                    )
+                    try:
+                        self._client = SentenceTransformer(
+                            self.model_path, cache_folder=self.cache_folder,
+                            device=self.device)
+                    except Exception as exc:  # a missing model, a device torch lacks, ...
+                        raise ConfigError(
+                            f"cannot load {self.model_path} on "
+                            f"{self.device or 'the default device'}: "
+                            f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
         return self._client
 
     def compute(self, texts: list[str], batch_size: int | None) -> Matrix:

@@ -25,7 +25,9 @@ class OpenAITextVectorizer(CachingVectorizer):
     optional cache.
 
     Args:
-        model: The embedding model; also the ``model_name`` entries are cached under.
+        model: The embedding model (or an Azure deployment) requests name.
+        model_name: The name entries are cached under (default: ``model``); give the
+            model's own name when ``model`` is a deployment name.
         client: An ``openai.OpenAI`` (default: one built from ``OPENAI_API_KEY``,
             ``OPENAI_BASE_URL``, ... on first use).
         async_client: An ``openai.AsyncOpenAI`` for the async methods (default: likewise).
@@ -38,6 +40,7 @@ class OpenAITextVectorizer(CachingVectorizer):
         self,
         model: str = "text-embedding-3-small",
         *,
+        model_name: str | None = None,
         client: Any = None,
         async_client: Any = None,
         dimensions: int | None = None,
@@ -52,12 +55,14 @@ class OpenAITextVectorizer(CachingVectorizer):
         if dimensions is not None and (isinstance(dimensions, bool)
                                        or not isinstance(dimensions, int) or dimensions < 1):
             raise InvalidInputError(f"dimensions must be a positive int, got {dimensions!r}")
+        self.request_model = model
         self.dimensions = dimensions
         self.batch_size = batch_size
         self._client = client
         self._async_client = async_client
         self._lock = threading.Lock()
-        super().__init__(model, cache, {"dimensions": dimensions} if dimensions else {})
+        super().__init__(model_name or model, cache,
+                         {"dimensions": dimensions} if dimensions else {})
 
     def _clients(self, asynchronous: bool) -> Any:
         """The client, built on first use from the environment when none was given."""
@@ -79,7 +84,7 @@ class OpenAITextVectorizer(CachingVectorizer):
         return [texts[start:start + size] for start in range(0, len(texts), size)]
 
     def _options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"model": self.model, "encoding_format": "float"}
+        options: dict[str, Any] = {"model": self.request_model, "encoding_format": "float"}
         if self.dimensions is not None:
             options["dimensions"] = self.dimensions
         return options
