@@ -16,7 +16,7 @@ from .errors import (
 )
 from .stats import CacheInfo
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BackendError",

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,3 +175,34 @@ def test_due_matches_the_python_loop(rows: list[tuple[float, float | None] | Non
     assert codec.due(entries, now, fraction) == expected
     assert expected == [i for i, row in enumerate(rows) if row is not None
                         and row[1] is not None and now - row[0] >= row[1] * fraction]
+
+
+@pytest.fixture(scope="module")
+def builtin_sha256(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The C module built with its own SHA-256, as a machine without OpenSSL builds it."""
+    root = Path(__file__).parent.parent
+    out = tmp_path_factory.mktemp("builtin-sha256")
+    env = {**os.environ, "EMBMEMO_BUILTIN_SHA256": "1"}
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib",
+                            str(out / "lib"), "--build-temp", str(out / "temp")],
+                           cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    path = next((out / "lib" / "embmemo").glob("_speedups*"))
+    loader = importlib.machinery.ExtensionFileLoader("_speedups", str(path))
+    spec = importlib.util.spec_from_loader("_speedups", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(texts, max_size=10), model=st.text(min_size=1, max_size=300))
+def test_the_built_in_sha256_gives_the_same_keys(builtin_sha256: Any,
+                                                 batch: list[str | bytes], model: str) -> None:
+    assert builtin_sha256.SHA256 == "built in"
+    scheme = KeyScheme("ns")
+    identity = model_identity(model)  # long models: prefixes over one 64-byte block
+    prefix = keys.identity_prefix(identity)
+    assert builtin_sha256.keys(prefix, scheme.prefix, batch) == python_keys(scheme, batch,
+                                                                            identity)

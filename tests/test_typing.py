@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -71,3 +74,59 @@ def test_signatures_survive_decoration(tmp_path: Path) -> None:
     assert '"list[str]"' in errors[1]
     assert 'expected "str"' in errors[2]  # the classmethod's text, not its cls
     assert '"cached_embedding"' in errors[3]  # the bare decorator
+
+
+USER_SCRIPT = '''
+from __future__ import annotations
+import numpy as np
+from embmemo import EmbeddingsCache, cached_embedding
+
+cache = EmbeddingsCache(url="memory://")
+
+@cached_embedding(model="m", cache=cache)
+def embed(texts: list[str]) -> list[list[float]]:
+    return [[0.0] for _ in texts]
+
+class Client:
+    @cached_embedding(model="m", cache=cache)
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.zeros((len(texts), 2))
+
+    @cached_embedding(model="m", cache=cache)
+    @classmethod
+    def embed_cls(cls, text: str) -> list[float]:
+        return [0.0]
+
+@cached_embedding(model="m", cache=cache)
+async def aembed(text: str) -> list[float]:
+    return [0.0]
+
+async def use() -> float:
+    first: list[list[float]] = embed(["a"])
+    matrix: np.ndarray = Client().embed(["a"])
+    one: list[float] = Client.embed_cls("a")
+    query: list[float] = await aembed("q")
+    return first[0][0] + float(matrix.sum()) + one[0] + query[0]
+'''
+
+
+def test_a_user_project_elsewhere_type_checks_against_the_installed_package(
+    tmp_path: Path,
+) -> None:
+    """mypy run from another folder sees embmemo through the (editable) install: decorated
+    functions keep their types instead of becoming Any."""
+    (tmp_path / "user.py").write_text(USER_SCRIPT)
+    (tmp_path / "misuse.py").write_text(USER_SCRIPT + '\nwrong: str = embed(["a"])\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
+
+    def mypy(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                               script], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
+
+    good = mypy("user.py")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "Success" in good.stdout
+    bad = mypy("misuse.py")  # and the types are real, not Any
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert '"list[list[float]]"' in bad.stdout and "variable has type \"str\"" in bad.stdout
