@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +136,26 @@ def test_bad_inputs() -> None:
         vectorizer.embed_many("one string")
     with pytest.raises(ValueError, match="dtype"):
         HFTextVectorizer(MODEL, dtype="int8")
+
+
+def test_model_name_is_the_identity_wherever_the_weights_are(
+    tmp_path: Path, namespace: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two copies of the weights in two places, given as Paths, share the hub name's entries;
+    a local path without model_name is warned about."""
+    hub_name = "sentence-transformers/all-MiniLM-L6-v2"
+    elsewhere = shutil.copytree(MODEL, tmp_path / "copy-of-minilm")
+    cache = EmbeddingsCache(name=namespace, url=f"sqlite:///{tmp_path}/c.sqlite3")
+    first = HFTextVectorizer(model=Path(MODEL), model_name=hub_name, cache=cache, device="cpu")
+    second = HFTextVectorizer(model=elsewhere, model_name=hub_name, cache=cache, device="cpu")
+    vector = first.embed("one text, two copies of the weights")
+    assert cache.exists("one text, two copies of the weights", hub_name)
+    second.load()
+    calls = []
+    original = second.compute
+    second.compute = lambda texts, batch_size: calls.append(texts) or original(  # type: ignore[method-assign]
+        texts, batch_size)
+    assert second.embed("one text, two copies of the weights") == vector and calls == []
+    with caplog.at_level("WARNING", logger="embmemo"):
+        by_path = HFTextVectorizer(model=Path(MODEL), cache=cache)
+    assert by_path.model == MODEL and "pass model_name=" in caplog.text
