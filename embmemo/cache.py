@@ -197,6 +197,7 @@ class EmbeddingsCache:
             model_params: Output-affecting parameters (e.g. ``{"dimensions": 256}``)
                 that are part of the entry's identity.
         """
+        self._warn_in_loop("set")
         return self.mset(self._single_item(text_of(text, content), model_name,
                                            embedding, metadata, ttl, model_params))[0]
 
@@ -205,6 +206,7 @@ class EmbeddingsCache:
         model_params: Params | None = None, content: Text | None = None,
     ) -> CacheEntry | None:
         """The entry for (text, model), or None. Slides the TTL of a hit by default."""
+        self._warn_in_loop("get")
         return self.mget([text_of(text, content)], model_name,
                          model_params=model_params)[0]
 
@@ -213,6 +215,7 @@ class EmbeddingsCache:
         model_params: Params | None = None, content: Text | None = None,
     ) -> bool:
         """Whether an entry for (text, model) is stored (does not refresh its TTL)."""
+        self._warn_in_loop("exists")
         return self.mexists([text_of(text, content)], model_name,
                             model_params=model_params)[0]
 
@@ -221,19 +224,23 @@ class EmbeddingsCache:
         model_params: Params | None = None, content: Text | None = None,
     ) -> None:
         """Delete the entry for (text, model) if there is one."""
+        self._warn_in_loop("drop")
         self.mdrop([text_of(text, content)], model_name,
                    model_params=model_params)
 
     def get_by_key(self, key: str) -> CacheEntry | None:
         """The entry stored under ``key``, or None (also for a key of another namespace)."""
+        self._warn_in_loop("get_by_key")
         return self.mget_by_keys([key])[0]
 
     def exists_by_key(self, key: str) -> bool:
         """Whether ``key`` holds an entry of this namespace."""
+        self._warn_in_loop("exists_by_key")
         return self.mexists_by_keys([key])[0]
 
     def drop_by_key(self, key: str) -> None:
         """Delete the entry stored under ``key``; a key of another namespace is left alone."""
+        self._warn_in_loop("drop_by_key")
         self.mdrop_by_keys([key])
 
     def mset(self, items: Sequence[Mapping[str, Any]], ttl: float | None = None) -> list[str]:
@@ -346,12 +353,17 @@ class EmbeddingsCache:
     def _blocking(self, method: str) -> Backend:
         """The sync backend, for ``method``; warns once if a running event loop called it
         (it blocks the loop until the backend answers)."""
+        self._warn_in_loop(method)
+        return self._store.backend()
+
+    def _warn_in_loop(self, method: str) -> None:
+        """Once per cache: a sync ``method`` called inside a running event loop, named with
+        its async twin. The single-entry methods say it first, so the name is the user's."""
         if not self._warned_in_loop and running_loop() is not None:
             self._warned_in_loop = True
             logger.warning("embmemo: EmbeddingsCache.%s was called inside a running event "
                            "loop, which it blocks until the backend answers; use "
                            "`await cache.a%s(...)`", method, method)
-        return self._store.backend()
 
     def _expiry(self, key: str, ttl: float | None) -> float | None:
         """The TTL ``expire`` sets, or None when it has nothing to do."""

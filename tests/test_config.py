@@ -184,6 +184,7 @@ async def test_a_sync_call_inside_a_running_loop_is_warned_once(
     embed("t")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2, warnings  # once for the cache, once for the function
-    assert "await cache.amset" in warnings[0] and "async def" in warnings[1]
+    assert "EmbeddingsCache.set was called" in warnings[0] and "await cache.aset(" in warnings[0]
+    assert "async def" in warnings[1]
     await cache.aget("t", "m")  # the async twin: no warning
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 2
