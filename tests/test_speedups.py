@@ -177,16 +177,27 @@ def test_due_matches_the_python_loop(rows: list[tuple[float, float | None] | Non
                         and row[1] is not None and now - row[0] >= row[1] * fraction]
 
 
-@pytest.fixture(scope="module")
-def builtin_sha256(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The C module built with its own SHA-256, as a machine without OpenSSL builds it."""
+@pytest.fixture(scope="module", params=["asked for", "no OpenSSL headers"])
+def builtin_sha256(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The C module built with its own SHA-256: asked for (portable wheels), or because
+    OpenSSL's headers are missing (here: a stand-in sha.h that fails to compile), when the
+    build retries without OpenSSL."""
     root = Path(__file__).parent.parent
     out = tmp_path_factory.mktemp("builtin-sha256")
-    env = {**os.environ, "EMBMEMO_BUILTIN_SHA256": "1"}
+    if request.param == "asked for":
+        env = {**os.environ, "EMBMEMO_BUILTIN_SHA256": "1"}
+    else:
+        (out / "include" / "openssl").mkdir(parents=True)
+        (out / "include" / "openssl" / "sha.h").write_text('#error "no OpenSSL here"\n')
+        env = {**os.environ, "CFLAGS": f"-I{out / 'include'}"}
+        env.pop("EMBMEMO_BUILTIN_SHA256", None)
     built = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib",
                             str(out / "lib"), "--build-temp", str(out / "temp")],
                            cwd=root, env=env, capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
+    if request.param == "no OpenSSL headers":
+        assert "building the C loops with the built-in SHA-256" in built.stderr
     path = next((out / "lib" / "embmemo").glob("_speedups*"))
     loader = importlib.machinery.ExtensionFileLoader("_speedups", str(path))
     spec = importlib.util.spec_from_loader("_speedups", loader)
