@@ -65,9 +65,9 @@ class HFTextVectorizer(CachingVectorizer):
         self._client: Any = None
         self._load_lock = threading.Lock()
         if model_name is None and os.path.isdir(self.model_path):
-            logger.warning("embmemo: %s caches under the path %s; pass model_name= (the hub "
-                           "name) so other machines find the same entries", "HFTextVectorizer",
-                           self.model_path)
+            logger.warning("embmemo: HFTextVectorizer caches under the path %s; pass "
+                           "model_name= (the hub name) so other machines find the same "
+                           "entries", self.model_path)
         super().__init__(model_name or self.model_path, cache, self.encode_kwargs)
 
     def load(self) -> None:
