@@ -12,12 +12,17 @@ other configuration says so in its case name. Raw equivalents: ``MGET`` +
 ``numpy.frombuffer`` for reads, pipelined ``SET EX`` for writes, ``GET``/``SET EX`` for
 single items, ``redis.asyncio`` for ``amget``, a key holding only the vector bytes for
 memory, and plain ``sqlite3`` (the same table, one transaction per write, the same
-chunked ``SELECT ... IN``) for the embedded default.
+chunked ``SELECT ... IN``) for the embedded default. The default includes the in-process
+tier (warmed before timing, so its rows measure hot entries); rows marked "no local
+tier" measure the network or file path alone. The "limit vs none" rows compare a
+size-limited SQLite file (evicting all along) with an unlimited one: there the raw
+columns are embmemo without a limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import platform
 import sqlite3
@@ -167,10 +172,12 @@ class RedisBench:
         return rows
 
     def cache(self, dtype: str, ttl: float | None = TTL_SECONDS,
-              suffix: str = "") -> EmbeddingsCache:
-        """A cache in the default configuration, but for generous client timeouts."""
+              suffix: str = "", local_cache: int | None = None) -> EmbeddingsCache:
+        """A cache in the default configuration (in-process tier included), but for
+        generous client timeouts; ``local_cache=0`` for the network path alone."""
         return EmbeddingsCache(name=f"embmemo-bench-{self.tag}{suffix}", url=self.url, ttl=ttl,
-                               dtype=dtype, connection_kwargs={"socket_timeout": 30})
+                               dtype=dtype, connection_kwargs={"socket_timeout": 30},
+                               local_cache=local_cache)
 
     @contextmanager
     def cleanup(self, caches: Sequence[EmbeddingsCache], raw_prefix: str) -> Iterator[None]:
@@ -190,11 +197,12 @@ class RedisBench:
         vectors = np.random.default_rng(dim + batch).random((batch, dim), dtype=np.float32)
         stored = vectors.astype(np_dtype)
         texts = texts_for(batch)
-        default, forever = self.cache(dtype), self.cache(dtype, None, "-forever")
-        due = self.cache(dtype, DUE_TTL_SECONDS, "-due")
+        default, forever = self.cache(dtype), self.cache(dtype, None, "-forever", 0)
+        due = self.cache(dtype, DUE_TTL_SECONDS, "-due", 0)
+        remote = self.cache(dtype, local_cache=0)  # the same entries as default's
         raw_prefix = f"embmemo-bench-raw-{self.tag}:"
         rows: list[Row] = []
-        with self.cleanup((default, forever, due), raw_prefix):
+        with self.cleanup((default, forever, due, remote), raw_prefix):
             raw_keys = [f"{raw_prefix}{i}" for i in range(batch)]
             raw_values = [row.tobytes() for row in stored]
             items = [{"text": t, "model_name": MODEL, "embedding": v}
@@ -213,23 +221,27 @@ class RedisBench:
             rows.append(_row("mset (TTL)", dim, batch, dtype,
                              compare(lambda: default.mset(items), raw_set_ex, repeat),
                              (_trips(default, lambda: default.mset(items)), 1)))
+            _warm(default, lambda: default.mget(texts, MODEL))
             rows.append(self.read_row("mget", default, texts, raw_mget, dim, batch, dtype))
+            rows.append(self.read_row("mget, no local tier", remote, texts, raw_mget, dim,
+                                      batch, dtype))
             forever.mset(items)
-            rows.append(self.read_row("mget, no TTL", forever, texts, raw_mget, dim, batch,
-                                      dtype))
+            rows.append(self.read_row("mget, no TTL, no tier", forever, texts, raw_mget, dim,
+                                      batch, dtype))
             due.mset(items)
             time.sleep(DUE_TTL_SECONDS / 4)
-            rows.append(self.read_row("mget, every hit sliding", due, texts, raw_mget, dim,
-                                      batch, dtype, before_each=due.store.sliding.forget))
+            rows.append(self.read_row("mget, every hit sliding, no tier", due, texts, raw_mget,
+                                      dim, batch, dtype, before_each=due.store.sliding.forget))
             if batch == 1:
                 rows.append(_row("set (TTL)", dim, batch, dtype, compare(
                     lambda: default.set(texts[0], MODEL, vectors[0]),
                     lambda: raw.set(raw_keys[0], raw_values[0], ex=TTL_SECONDS), repeat),
                     (_trips(default, lambda: default.set(texts[0], MODEL, vectors[0])), 1)))
-                rows.append(_row("get", dim, batch, dtype, compare(
-                    lambda: default.get(texts[0], MODEL),
-                    lambda: _vector(raw.get(raw_keys[0]), np_dtype), repeat),
-                    (_trips(default, lambda: default.get(texts[0], MODEL)), 1)))
+                for case, cache in (("get", default), ("get, no local tier", remote)):
+                    get = functools.partial(cache.get, texts[0], MODEL)
+                    rows.append(_row(case, dim, batch, dtype, compare(
+                        get, lambda: _vector(raw.get(raw_keys[0]), np_dtype), repeat),
+                        (_trips(cache, get), 1)))
             rows.extend(self.decorator_cases(default, dim, batch, dtype, vectors, raw_mget,
                                              raw_set_ex, raw_keys, np_dtype))
             rows.append(self.amget_case(default, dim, batch, dtype, texts, raw_keys, np_dtype))
@@ -259,6 +271,9 @@ class RedisBench:
         repeat = self.options.repeat
         texts = texts_for(batch)
         embed(texts)
+        _warm(cache, lambda: embed(texts))
+        if batch == 1:
+            _warm(cache, lambda: embed(texts[0]))
         rows = [_row("decorator warm", dim, batch, dtype,
                      compare(lambda: embed(texts), raw_mget, repeat),
                      (_trips(cache, lambda: embed(texts)), 1))]
@@ -306,14 +321,29 @@ async def _amget_pairs(url: str, cache: EmbeddingsCache, texts: list[str], raw_k
         return [_vector(v, np_dtype) for v in await raw.mget(raw_keys)]
 
     try:
-        pairs = await compare_async(lambda: cache.amget(texts, MODEL), raw_amget, repeat)
         backend: Any = cache.store.async_backend()
+        deadline = time.monotonic() + 1  # until the in-process tier serves it (see _warm)
+        while time.monotonic() < deadline:
+            before = backend.round_trips
+            await cache.amget(texts, MODEL)
+            if backend.round_trips == before:
+                break
+            await asyncio.sleep(0.01)
+        pairs = await compare_async(lambda: cache.amget(texts, MODEL), raw_amget, repeat)
         before = backend.round_trips
         await cache.amget(texts, MODEL)
         return pairs, backend.round_trips - before
     finally:
         await raw.aclose()
         await cache.aclose()
+
+
+def _warm(cache: EmbeddingsCache, call: Callable[[], object]) -> None:
+    """Repeat a read until the in-process tier serves it (its invalidation connection
+    comes up in the background)."""
+    deadline = time.monotonic() + 1  # it connects in milliseconds; a batch bigger than
+    while time.monotonic() < deadline and _trips(cache, call):  # the tier never gets there
+        time.sleep(0.01)
 
 
 def _trips(cache: EmbeddingsCache, call: Callable[[], object]) -> int:
@@ -348,6 +378,8 @@ def sqlite_rows(options: Options, progress: Callable[[str], None]) -> list[Row]:
 def _sqlite_cases(folder: str, dim: int, batch: int, repeat: int) -> list[Row]:
     cache = EmbeddingsCache(name="bench", url=f"sqlite:///{folder}/embmemo.sqlite3",
                             ttl=TTL_SECONDS)
+    remote = EmbeddingsCache(name="bench", url=f"sqlite:///{folder}/embmemo.sqlite3",
+                             ttl=TTL_SECONDS, local_cache=0)
     raw = _raw_sqlite(os.path.join(folder, "raw.sqlite3"))
     vectors = np.random.default_rng(dim).random((batch, dim), dtype=np.float32)
     texts = texts_for(batch)
@@ -376,16 +408,60 @@ def _sqlite_cases(folder: str, dim: int, batch: int, repeat: int) -> list[Row]:
         return [np.frombuffer(found[k], np.float32) for k in keys]
 
     try:
-        return [
+        rows = [
             _row("sqlite mset (TTL)", dim, batch, "float32",
                  compare(lambda: cache.mset(items), raw_write, repeat)),
             _row("sqlite mget", dim, batch, "float32",
                  compare(lambda: cache.mget(texts, MODEL), raw_read, repeat)),
+            _row("sqlite mget, no local tier", dim, batch, "float32",
+                 compare(lambda: remote.mget(texts, MODEL), raw_read, repeat)),
+        ]
+        rows.extend(_limit_cases(folder, dim, batch, repeat, vectors))
+        return rows
+    finally:
+        for each in (cache, remote):
+            each.clear()
+            each.close()
+        raw.close()
+
+
+LIMITED_ENTRIES = 2000
+"""The size limit of the limit cases, in entries: eviction runs throughout them."""
+
+
+def _limit_cases(folder: str, dim: int, batch: int, repeat: int,
+                 vectors: npt.NDArray[Any]) -> list[Row]:
+    """A size-limited file against an unlimited one (in the raw columns): fresh entries
+    written past the limit (so eviction runs), and reads of the newest."""
+    limit = LIMITED_ENTRIES * (dim * 4 + 200)
+    limited = EmbeddingsCache(name="bench", url=f"sqlite:///{folder}/limited.sqlite3",
+                              ttl=TTL_SECONDS, max_size=limit, local_cache=0)
+    unlimited = EmbeddingsCache(name="bench", url=f"sqlite:///{folder}/unlimited.sqlite3",
+                                ttl=TTL_SECONDS, local_cache=0)
+    salts = iter(range(10**9))
+    last: dict[int, list[str]] = {}
+
+    def write(cache: EmbeddingsCache, count: int = batch) -> None:
+        texts = texts_for(count, salt=f"w{next(salts)}-")
+        cache.mset([{"text": t, "model_name": MODEL, "embedding": vectors[i % batch]}
+                    for i, t in enumerate(texts)])
+        last[id(cache)] = texts[-batch:]
+
+    try:
+        for _ in range(4):  # past the limit first: every write below evicts
+            write(limited, LIMITED_ENTRIES // 2)
+            write(unlimited, LIMITED_ENTRIES // 2)
+        return [
+            _row("sqlite mset, limit vs none", dim, batch, "float32",
+                 compare(lambda: write(limited), lambda: write(unlimited), repeat)),
+            _row("sqlite mget, limit vs none", dim, batch, "float32",
+                 compare(lambda: limited.mget(last[id(limited)], MODEL),
+                         lambda: unlimited.mget(last[id(unlimited)], MODEL), repeat)),
         ]
     finally:
-        cache.clear()
-        cache.close()
-        raw.close()
+        for each in (limited, unlimited):
+            each.clear()
+            each.close()
 
 
 def _raw_sqlite(path: str) -> sqlite3.Connection:

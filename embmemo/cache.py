@@ -46,6 +46,13 @@ class EmbeddingsCache:
             Default: ``EMBMEMO_REFRESH_TTL``, else True.
         dtype: Storage dtype: ``"float32"`` (default), ``"float16"`` (half the memory)
             or ``"float64"``.
+        max_size: Bytes a SQLite or ``memory://`` cache may hold, as an int or a string
+            such as ``"512MiB"``; the least recently used entries go first. Default:
+            ``EMBMEMO_MAX_SIZE``, else 1 GiB for the embedded default file and no limit
+            for a URL you give (Redis: set ``maxmemory`` on the server instead).
+        local_cache: Bytes of recently used entries kept in this process in front of the
+            backend (``"32MiB"``; 0 turns it off). Default: ``EMBMEMO_LOCAL_CACHE``, else
+            32 MiB on SQLite and standalone Redis.
 
     Construction never connects; the first operation does.
     """
@@ -62,6 +69,8 @@ class EmbeddingsCache:
         connection_kwargs: Mapping[str, Any] | None = None,
         refresh_ttl_on_read: bool | None = None,
         dtype: str = "float32",
+        max_size: int | str | None = None,
+        local_cache: int | str | None = None,
     ) -> None:
         if url is not None and redis_url is not None and url != redis_url:
             raise ConfigError("give url or redis_url, not two different URLs")
@@ -70,6 +79,8 @@ class EmbeddingsCache:
             name=name,
             ttl=ttl,
             refresh_ttl=refresh_ttl_on_read,
+            max_size=max_size,
+            local_cache=local_cache,
         )
         self._setup(EntryStore(settings, dtype, connection_kwargs=connection_kwargs,
                                redis_client=redis_client,
@@ -207,8 +218,7 @@ class EmbeddingsCache:
     ) -> CacheEntry | None:
         """The entry for (text, model), or None. Slides the TTL of a hit by default."""
         self._warn_in_loop("get")
-        return self.mget([text_of(text, content)], model_name,
-                         model_params=model_params)[0]
+        return self._read([text_of(text, content)], model_name, model_params)[0]
 
     def exists(
         self, text: Text | None = None, model_name: str | None = None, *,
@@ -262,12 +272,16 @@ class EmbeddingsCache:
         model_params: Params | None = None, contents: Iterable[Text] | None = None,
     ) -> list[CacheEntry | None]:
         """Entries for many texts of one model, in input order (None for misses)."""
-        batch = texts_of(texts, contents)
-        keys, digests = self._store.keys(batch, model_of(model_name), model_params)
-        backend = self._blocking("mget")
-        entries = self._store.decode(keys, digests, backend.get_many(keys) if keys else [],
-                                     model_name, batch)
-        self._store.slide(backend, keys, entries)
+        self._warn_in_loop("mget")
+        return self._read(texts_of(texts, contents), model_name, model_params)
+
+    def _read(self, texts: list[Text], model_name: str | None,
+              model_params: Params | None) -> list[CacheEntry | None]:
+        keys, digests = self._store.keys(texts, model_of(model_name), model_params)
+        fetched = self._store.fetch(keys)
+        entries = self._store.decode(keys, digests, fetched.values, model_name, texts,
+                                     local=fetched.local)
+        self._store.slide(self._store.backend(), keys, entries)
         return entries
 
     def mexists(
@@ -295,7 +309,8 @@ class EmbeddingsCache:
         given = batch(keys, "keys")
         positions, own, digests = self._store.own_keys(given)
         backend = self._blocking("mget_by_keys")
-        entries = self._store.decode(own, digests, backend.get_many(own) if own else [], None)
+        fetched = self._store.fetch(own)
+        entries = self._store.decode(own, digests, fetched.values, None, local=fetched.local)
         self._store.slide(backend, own, entries)
         return spread(len(given), positions, entries, None)
 
@@ -441,9 +456,9 @@ class EmbeddingsCache:
         batch = texts_of(texts, contents)
         keys, digests = self._store.keys(batch, model_of(model_name), model_params)
         backend = self._store.async_backend()
-        entries = self._store.decode(keys, digests,
-                                     await backend.get_many(keys) if keys else [],
-                                     model_name, batch)
+        fetched = await self._store.afetch(keys)
+        entries = self._store.decode(keys, digests, fetched.values, model_name, batch,
+                                     local=fetched.local)
         await self._store.aslide(backend, keys, entries)
         return entries
 
@@ -471,8 +486,8 @@ class EmbeddingsCache:
         given = batch(keys, "keys")
         positions, own, digests = self._store.own_keys(given)
         backend = self._store.async_backend()
-        entries = self._store.decode(own, digests,
-                                     await backend.get_many(own) if own else [], None)
+        fetched = await self._store.afetch(own)
+        entries = self._store.decode(own, digests, fetched.values, None, local=fetched.local)
         await self._store.aslide(backend, own, entries)
         return spread(len(given), positions, entries, None)
 

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TextIO
 from . import __version__, codec
 from .cache import EmbeddingsCache
 from .errors import EmbmemoError
+from .tier import storage_size
 from .urls import redact_url
 
 
@@ -124,9 +125,9 @@ def _stats(args: argparse.Namespace) -> int:
     ttls: list[float] = []
     forever = 0
     models: Counter[str] = Counter()
-    for entry, size in cache.store.entries():
+    for entry, value_bytes in cache.store.entries():
         count += 1
-        stored_bytes += size
+        stored_bytes += value_bytes
         models[entry.model_name] += 1
         if entry.ttl is None:
             forever += 1
@@ -136,6 +137,10 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"namespace: {cache.name}")
     print(f"entries:   {count}")
     print(f"bytes:     {human_bytes(stored_bytes)} (values only)")
+    size = storage_size(cache.store.backend())
+    if size is not None:  # local storage: what the whole file (or store) holds
+        limit = "no limit" if size.limit is None else f"limit {human_bytes(size.limit)}"
+        print(f"storage:   {human_bytes(size.used)} of all namespaces; {limit}")
     if ttls:
         print(f"ttl:       min {min(ttls):g}s, median {statistics.median(ttls):g}s, "
               f"max {max(ttls):g}s; {forever} without expiry")

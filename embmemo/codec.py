@@ -434,6 +434,18 @@ def with_ttl(value: bytes, ttl_ms: int) -> bytes:
     return head + int(crc32c(head)).to_bytes(_CRC_SIZE, "little")
 
 
+_EXPIRY = struct.Struct("<Qd")  # TTL ms and inserted_at, at TTL_OFFSET
+
+
+def expires_at(value: bytes) -> float:
+    """When a stored value's entry expires by its header (unix seconds; infinity for no
+    TTL). Unchecked: for values that were verified when read or written."""
+    if len(value) < HEADER_SIZE:
+        return 0.0
+    ttl, inserted_at = _EXPIRY.unpack_from(value, TTL_OFFSET)
+    return inserted_at + ttl / 1000 if ttl else math.inf
+
+
 def due(entries: Sequence[CacheEntry | None], now: float, fraction: float) -> list[int]:
     """Indexes of the entries written with a TTL at least ``fraction`` of it before ``now``
     (a read's hits whose TTL may slide; the rest are skipped in C when it is built)."""

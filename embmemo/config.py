@@ -9,16 +9,18 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import platformdirs
 
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
 from .keys import KeyScheme
-from .urls import check_url, redact_url
+from .urls import REDIS_SCHEMES, check_url, redact_url, scheme_of
 
 DEFAULT_NAME = "embedcache"
 DEFAULT_TIMEOUT = 1.0
@@ -33,7 +35,24 @@ ENV_VARS: dict[str, str] = {
     "EMBMEMO_DISABLE": "1/0: the decorator calls straight through, caching nothing.",
     "EMBMEMO_ON_ERROR": "compute (fail open) or raise, for decorated functions.",
     "EMBMEMO_TIMEOUT": f"Connect and read timeout in seconds. Default: {DEFAULT_TIMEOUT}.",
+    "EMBMEMO_MAX_SIZE": "Size limit of a SQLite or memory:// cache (bytes, or '512MiB'); "
+                        "'none' for no limit. Default: 1GiB for the embedded default file, "
+                        "none otherwise.",
+    "EMBMEMO_LOCAL_CACHE": "Bytes of entries kept in process in front of the backend "
+                           "('32MiB'); 0 turns it off. Default: 32MiB.",
 }
+
+DEFAULT_MAX_SIZE = 1 << 30
+"""The embedded default file's limit: diskcache's default too, about 270,000 768-d float32
+entries, and small next to the disk of any machine that runs a model."""
+DEFAULT_LOCAL_CACHE = 32 << 20
+"""About 8,000 768-d float32 entries in process: the hot set of a query workload, for less
+memory than one loaded tokenizer."""
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
+               "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 1 << 10,
+               "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -52,6 +71,42 @@ def ttl_seconds(value: object) -> float | None:
             f"ttl must be a positive number of seconds up to {MAX_TTL_SECONDS:.0f}, got {value!r}"
         )
     return float(value)
+
+
+def parse_size(value: object, setting: str) -> int:
+    """A size in bytes from an int or a string such as ``"512MiB"``, ``"1.5GB"``, ``"0"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"{setting} must not be negative, got {value!r}")
+        return value
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.lower())
+        if match and match.group(2) in _SIZE_UNITS:
+            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    raise ConfigError(f"{setting} must be a number of bytes or a size such as '512MiB' "
+                      f"or '2GB', got {value!r}")
+
+
+def _max_size(value: object, setting: str) -> int | None:
+    """A size limit: None for 'none' (no limit); zero is refused (it would keep nothing)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    size = parse_size(value, setting)
+    if size == 0:
+        raise ConfigError(f"{setting} must be positive (or 'none' for no limit), got {value!r}")
+    return size
+
+
+def url_option(url: str, option: str) -> str | None:
+    """The value of ``?option=`` in a SQLite or memory:// URL, if given."""
+    query = url.partition("?")[2]
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == option]
+    return values[-1] if values else None
+
+
+def without_query(url: str) -> str:
+    """A SQLite or memory:// URL without its options."""
+    return url.partition("?")[0]
 
 
 def ttl_ms(seconds: float | None) -> int | None:
@@ -118,6 +173,11 @@ class Settings:
     disable: bool = False
     on_error: str = "compute"
     timeout: float = DEFAULT_TIMEOUT
+    max_size: int | None = None
+    """Bytes a SQLite or memory:// cache may hold (None: no limit)."""
+    local_cache: int | None = None
+    """Bytes of entries kept in process in front of the backend (0: none; None: not
+    set, so ``DEFAULT_LOCAL_CACHE`` where the backend can keep a tier coherent)."""
 
     @classmethod
     def resolve(
@@ -128,6 +188,8 @@ class Settings:
         ttl: float | None = None,
         refresh_ttl: bool | None = None,
         on_error: str | None = None,
+        max_size: int | str | None = None,
+        local_cache: int | str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Arguments win; what is None comes from ``EMBMEMO_*``, then the defaults."""
@@ -148,6 +210,11 @@ class Settings:
             )
         return cls(
             url=resolved_url,
+            max_size=_resolve_max_size(max_size, resolved_url, url or env.get("EMBMEMO_URL"),
+                                       env),
+            local_cache=parse_size(local_cache, "local_cache") if local_cache is not None
+            else parse_size(env["EMBMEMO_LOCAL_CACHE"], "EMBMEMO_LOCAL_CACHE")
+            if env.get("EMBMEMO_LOCAL_CACHE", "").strip() else None,
             name=name if name is not None else (env_name or DEFAULT_NAME),
             ttl=ttl_seconds(ttl) if ttl is not None else _env_ttl(env),
             refresh_ttl=(
@@ -178,5 +245,28 @@ class Settings:
 
     def __repr__(self) -> str:  # the dataclass repr would show the password
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in
-                           ("name", "ttl", "refresh_ttl", "disable", "on_error", "timeout"))
+                           ("name", "ttl", "refresh_ttl", "disable", "on_error", "timeout",
+                            "max_size", "local_cache"))
         return f"Settings(url={self.redacted_url!r}, {fields})"
+
+
+def _resolve_max_size(argument: object, url: str, given_url: str | None,
+                      env: Mapping[str, str]) -> int | None:
+    """``max_size=`` > ``?max_size=`` in the URL > ``EMBMEMO_MAX_SIZE`` > the default (a
+    limit for the embedded default file only: an explicit file is the user's to size)."""
+    in_url = url_option(url, "max_size")
+    if argument is not None:
+        size, setting = _max_size(argument, "max_size"), "max_size"
+    elif in_url is not None:
+        size, setting = _max_size(in_url, "?max_size= in the URL"), "?max_size="
+    elif "EMBMEMO_MAX_SIZE" in env:
+        size = _max_size(env["EMBMEMO_MAX_SIZE"], "EMBMEMO_MAX_SIZE")
+        setting = "EMBMEMO_MAX_SIZE"
+    else:
+        return DEFAULT_MAX_SIZE if given_url is None else None
+    if size is not None and scheme_of(url) in REDIS_SCHEMES:
+        raise ConfigError(
+            f"{setting} limits a SQLite or memory:// cache; Redis limits itself: set "
+            "maxmemory on the server, with maxmemory-policy allkeys-lru for a server that "
+            "holds only caches, volatile-lru for one that also holds data without a TTL")
+    return size

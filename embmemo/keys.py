@@ -48,6 +48,7 @@ def encode_text(text: Text) -> tuple[bytes, bytes]:
 
 
 @functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=256)  # every read of a model repeats it
 def identity_prefix(identity: bytes) -> bytes:
     """Everything a digest covers before the content: domain, schema version, identity."""
     return _DOMAIN + KEY_SCHEMA_VERSION.to_bytes(2, "big") + _length_prefixed(identity)

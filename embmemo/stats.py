@@ -28,12 +28,14 @@ class CacheInfo(NamedTuple):
         misses: Texts that were not cached (and, in the decorator, were computed).
         errors: Texts whose lookup or write failed on the backend.
         corrupt: Stored values that failed verification and were treated as misses.
+        local_hits: Those of the hits the in-process tier served (no backend round trip).
     """
 
     hits: int
     misses: int
     errors: int
     corrupt: int
+    local_hits: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -47,14 +49,15 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values = [0, 0, 0, 0]
+        self._values = [0, 0, 0, 0, 0]
         _locked.add(self)
 
     def new_lock(self) -> None:
         """Replace the lock (in a forked child)."""
         self._lock = threading.Lock()
 
-    def add(self, hits: int = 0, misses: int = 0, errors: int = 0, corrupt: int = 0) -> None:
+    def add(self, hits: int = 0, misses: int = 0, errors: int = 0, corrupt: int = 0,
+            local_hits: int = 0) -> None:
         """Add to the counters atomically."""
         with self._lock:
             values = self._values
@@ -62,6 +65,7 @@ class Counters:
             values[1] += misses
             values[2] += errors
             values[3] += corrupt
+            values[4] += local_hits
 
     def snapshot(self) -> CacheInfo:
         """The counters as they are now."""
@@ -71,7 +75,7 @@ class Counters:
     def reset(self) -> None:
         """Set every counter back to zero."""
         with self._lock:
-            self._values = [0, 0, 0, 0]
+            self._values = [0, 0, 0, 0, 0]
 
 
 class RateLimitedLog:

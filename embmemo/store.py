@@ -29,10 +29,11 @@ from .backends import (
     wrap_client,
 )
 from .codec import CacheEntry
-from .config import Settings, ttl_ms, ttl_seconds
+from .config import DEFAULT_LOCAL_CACHE, Settings, ttl_ms, ttl_seconds
 from .errors import BackendError, ConfigError, InvalidInputError, InvalidTypeError
 from .keys import KeyScheme, Text, encode_text, identity_prefix, model_identity, text_digest
 from .stats import Counters, RateLimitedLog, logger
+from .tier import AsyncTieredBackend, Fetched, LocalTier, TieredBackend
 
 Params = Mapping[str, object]
 _ITEM_FIELDS = frozenset({"text", "content", "model_name", "embedding", "metadata", "ttl",
@@ -325,9 +326,11 @@ class EntryStore:
         model_name: str | None,
         texts: Sequence[Text] | None = None,
         corrupt_also_to: Counters | None = None,
+        local: int = 0,
     ) -> list[CacheEntry | None]:
-        """Decode and verify; count hits, misses and corrupt values (corrupt ones also in
-        ``corrupt_also_to``). ``texts``: what the keys were computed from, when they were."""
+        """Decode and verify; count hits (``local`` of them from the in-process tier),
+        misses and corrupt values (corrupt ones also in ``corrupt_also_to``). ``texts``:
+        what the keys were computed from, when they were."""
         entries, corrupt = codec.decode_many(values, keys, digests, model_name, texts)
         if corrupt:
             if corrupt_also_to is not None:
@@ -340,7 +343,8 @@ class EntryStore:
         # Counting None among the values, not the entries: a CacheEntry's __eq__ would run
         # for every hit.
         hits = len(entries) - values.count(None) - corrupt
-        self.counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt)
+        self.counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt,
+                          local_hits=local)
         return entries
 
     def retimed(self, key: str, value: bytes | None, ttl: float) -> Record | None:
@@ -383,6 +387,20 @@ class EntryStore:
 
     # -- backends -------------------------------------------------------------------------
 
+    def fetch(self, keys: Sequence[str]) -> Fetched:
+        """Stored values of ``keys`` (the in-process tier's first), by the sync backend."""
+        backend = self.backend()
+        if isinstance(backend, TieredBackend):
+            return backend.fetch(keys)
+        return Fetched(backend.get_many(keys) if keys else [], 0)
+
+    async def afetch(self, keys: Sequence[str]) -> Fetched:
+        """Async ``fetch``."""
+        backend = self.async_backend()
+        if isinstance(backend, AsyncTieredBackend):
+            return await backend.fetch(keys)
+        return Fetched(await backend.get_many(keys) if keys else [], 0)
+
     def backend(self) -> Backend:
         """The synchronous backend, opened on first use (opening never connects)."""
         backend = self._backend
@@ -405,14 +423,34 @@ class EntryStore:
         other = self.redis_client if asynchronous else self.async_redis_client
         timeout, kwargs = self.settings.timeout, self.connection_kwargs
         if given is not None:
-            return wrap_client(given, asynchronous, timeout=timeout, connection_kwargs=kwargs)
+            return self._tiered(wrap_client(given, asynchronous, timeout=timeout,
+                                            connection_kwargs=kwargs), asynchronous)
         if other is not None and asynchronous:  # only a sync client: async ones like it
-            return async_twin(other, timeout=timeout, connection_kwargs=kwargs)
+            return self._tiered(async_twin(other, timeout=timeout, connection_kwargs=kwargs),
+                                asynchronous)
         if other is not None:
             raise ConfigError("this cache was given only an async Redis client; pass "
                               "redis_client to use the sync methods")
         opener = open_async_backend if asynchronous else open_backend
-        return opener(self.settings.url, timeout=timeout, connection_kwargs=kwargs)
+        return self._tiered(opener(self.settings.url, timeout=timeout, connection_kwargs=kwargs,
+                                   max_size=self.settings.max_size), asynchronous)
+
+    def _tiered(self, backend: Any, asynchronous: bool) -> Any:
+        """The backend behind an in-process tier, where one is wanted and can be kept
+        coherent; ``memory://`` is in process already."""
+        size = self.settings.local_cache
+        coherence = getattr(backend, "coherence", None)
+        if size == 0 or getattr(backend, "in_process", False):
+            return backend
+        if coherence is None:
+            if size is None:
+                return backend
+            raise ConfigError(
+                f"local_cache: {self.settings.redacted_url} cannot keep an in-process tier "
+                "coherent (no invalidation source); set local_cache=0 or EMBMEMO_LOCAL_CACHE=0")
+        tier = LocalTier(size if size is not None else DEFAULT_LOCAL_CACHE)
+        wrapper = AsyncTieredBackend if asynchronous else TieredBackend
+        return wrapper(backend, tier, coherence(self.scheme.prefix))
 
     def close(self) -> None:
         """Release the sync backend's connections (it reopens on next use)."""

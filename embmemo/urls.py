@@ -19,6 +19,8 @@ from .errors import ConfigError
 SCHEMES = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 REDIS_SCHEMES = frozenset(SCHEMES[2:])
 DEFAULT_PORT = 6379
+LOCAL_URL_OPTIONS = ("max_size",)
+"""What the query of a ``sqlite://`` or ``memory://`` URL may set."""
 
 
 def scheme_of(url: str) -> str:
@@ -172,7 +174,15 @@ def check_url(url: str, setting: str = "url") -> str:
         )
     if scheme in REDIS_SCHEMES:
         parse_redis_url(url, setting)
-    elif scheme == "sqlite" and not url.partition("://")[2].lstrip("/").strip():
-        raise ConfigError(f"{setting}: a SQLite URL looks like sqlite:///path/to/file, "
-                          f"got {url!r}")
+    else:
+        path, _, query = url.partition("://")[2].partition("?")
+        if scheme == "sqlite" and not path.lstrip("/").strip():
+            raise ConfigError(f"{setting}: a SQLite URL looks like sqlite:///path/to/file, "
+                              f"got {url!r}")
+        unknown = sorted({k for k, _ in parse_qsl(query, keep_blank_values=True)}
+                         - set(LOCAL_URL_OPTIONS))
+        if unknown:
+            raise ConfigError(f"{setting}: a {scheme}:// URL takes only "
+                              f"{', '.join(f'?{o}=' for o in LOCAL_URL_OPTIONS)}; unknown "
+                              f"option(s) {', '.join(unknown)} in {url!r}")
     return scheme

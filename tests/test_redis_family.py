@@ -135,7 +135,9 @@ def test_two_loops_at_once_keep_one_pool_each(redis_server: RedisServer, namespa
 
 def test_alternating_loops_reuse_their_clients(redis_server: RedisServer,
                                                namespace: str) -> None:
-    cache = EmbeddingsCache(name=namespace, url=redis_server.url)
+    # local_cache=0: the tier's invalidation connection would be one more, and hits would
+    # never reach a loop's client.
+    cache = EmbeddingsCache(name=namespace, url=redis_server.url, local_cache=0)
     cache.set("x", MODEL, [1.0])
     loops = [asyncio.new_event_loop() for _ in range(2)]
     try:

@@ -26,7 +26,8 @@ def command_calls(raw: redis.Redis, command: str) -> int:
 
 def test_oversize_values_are_refused_before_sending(namespace: str) -> None:
     with running("--proto-max-bulk-len", "1mb") as server, server.client() as raw:
-        cache = EmbeddingsCache(name=namespace, url=server.url)
+        # local_cache=0: max_value_bytes is the network backend's own (no tier around it)
+        cache = EmbeddingsCache(name=namespace, url=server.url, local_cache=0)
         cache.store.backend().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
         cache.store.async_backend().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
         huge = np.ones(300_000, dtype=np.float32)  # 1.2 MB encoded
@@ -47,7 +48,8 @@ def test_oversize_values_are_refused_before_sending(namespace: str) -> None:
 
 def test_a_decorated_function_with_oversize_output_fails_open(namespace: str) -> None:
     with running("--proto-max-bulk-len", "1mb") as server, server.client() as raw:
-        cache = EmbeddingsCache(name=namespace, url=server.url)
+        # local_cache=0: max_value_bytes is the network backend's own (no tier around it)
+        cache = EmbeddingsCache(name=namespace, url=server.url, local_cache=0)
         cache.store.backend().max_value_bytes = ONE_MB  # type: ignore[attr-defined]
 
         @cached_embedding(model=MODEL, cache=cache)

@@ -32,7 +32,9 @@ MODEL = "sec-model"
 # What embmemo needs, and nothing else. AUTH and HELLO need no grant (every user may run
 # them); PING is not sent (health checks are off). CLIENT SETNAME: the "embmemo" name.
 REQUIRED_RULES = ("+set", "+mget", "+exists", "+unlink", "+scan", "+pexpire",
-                  "+client|setname")
+                  "+client|setname", "+client|id", "+client|tracking", "+subscribe")
+# The in-process tier's invalidation connection subscribes to this channel.
+CHANNEL_RULE = "&__redis__:invalidate"
 # redis-py also sends these on connect and ignores their errors; a server that knows them
 # logs a denial, so they are granted where the server accepts the rule (Redis 7.0 refuses
 # rules for subcommands it does not have, and then never logs them either).
@@ -43,7 +45,7 @@ def create_user(admin: redis.Redis, name: str, password: str, key_pattern: str) 
     """A user limited to ``key_pattern`` and the commands above; the rules it got."""
     rules = list(REQUIRED_RULES)
     admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}",
-                          f"~{key_pattern}", "resetchannels", "-@all", *rules)
+                          f"~{key_pattern}", "resetchannels", CHANNEL_RULE, "-@all", *rules)
     for rule in OPTIONAL_RULES:
         try:
             admin.execute_command("ACL", "SETUSER", name, rule)

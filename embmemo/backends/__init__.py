@@ -8,13 +8,14 @@ from typing import Any, NamedTuple
 
 from ..errors import ConfigError
 from ..urls import scheme_of
-from .base import AsyncAdapter, AsyncBackend, Backend, Record, Refresh
+from .base import AsyncAdapter, AsyncBackend, Backend, Record, Refresh, StorageSize
 
 __all__ = [
     "AsyncBackend",
     "Backend",
     "Record",
     "Refresh",
+    "StorageSize",
     "async_twin",
     "describe_client",
     "open_async_backend",
@@ -60,13 +61,16 @@ def _module(scheme: str) -> tuple[_Entry, Any]:
 
 
 def _build(
-    url: str, asynchronous: bool, timeout: float, connection_kwargs: Mapping[str, Any] | None
+    url: str, asynchronous: bool, timeout: float, connection_kwargs: Mapping[str, Any] | None,
+    max_size: int | None,
 ) -> Any:
     scheme = scheme_of(url)
     entry, module = _module(scheme)
     if scheme == "memory":
-        name = url.partition("://")[2]
-        backend: Any = module.MemoryBackend(url, name)
+        backend: Any = module.MemoryBackend(url, max_size)
+    elif scheme == "sqlite":
+        backend = module.SQLiteBackend(url, timeout=timeout, connection_kwargs=connection_kwargs,
+                                       max_size=max_size)
     else:
         name = entry.async_class if asynchronous and entry.async_class else entry.sync_class
         backend = getattr(module, name)(url, timeout=timeout, connection_kwargs=connection_kwargs)
@@ -76,18 +80,21 @@ def _build(
 
 
 def open_backend(
-    url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None
+    url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None,
+    max_size: int | None = None,
 ) -> Backend:
-    """The synchronous backend for ``url``; never connects (the first call does)."""
-    backend: Backend = _build(url, False, timeout, connection_kwargs)
+    """The synchronous backend for ``url``; never connects (the first call does).
+    ``max_size``: the size limit of local storage (SQLite, memory)."""
+    backend: Backend = _build(url, False, timeout, connection_kwargs, max_size)
     return backend
 
 
 def open_async_backend(
-    url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None
+    url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None,
+    max_size: int | None = None,
 ) -> AsyncBackend:
     """The asynchronous backend for ``url``; never connects (the first call does)."""
-    backend: AsyncBackend = _build(url, True, timeout, connection_kwargs)
+    backend: AsyncBackend = _build(url, True, timeout, connection_kwargs, max_size)
     return backend
 
 

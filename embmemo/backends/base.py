@@ -29,6 +29,13 @@ class Refresh(NamedTuple):
     ttl_ms: int
 
 
+class StorageSize(NamedTuple):
+    """What local storage holds, in bytes, and its limit (None: no limit)."""
+
+    used: int
+    limit: int | None
+
+
 class Backend(Protocol):
     """Synchronous storage. Errors surface as ``embmemo.errors.BackendError``."""
 
@@ -127,6 +134,9 @@ class AsyncAdapter:
 
     def __repr__(self) -> str:
         return f"AsyncAdapter({self.backend!r})"
+
+    def __getattr__(self, name: str) -> Any:  # coherence, storage_size, server_version
+        return getattr(self.backend, name)
 
     async def _call(self, method: Callable[..., T], *args: Any) -> T:
         if self.in_thread:

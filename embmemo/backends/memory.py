@@ -1,40 +1,62 @@
-"""In-process storage for tests and notebooks: thread-safe, with TTL.
+"""In-process storage for tests and notebooks: thread-safe, with TTL and an LRU limit.
 
 Every ``memory://NAME`` URL in a process shares one store (``memory://`` is the
-default one), the way two caches pointed at one Redis share it.
+default one), the way two caches pointed at one Redis share it. A size limit
+(``memory://NAME?max_size=64MiB``) belongs to the backend that writes, as with a SQLite
+file: after each write the least recently used entries go until the store's keys and
+values fit.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
-from .base import Record, Refresh
+from ..config import without_query
+from .base import Record, Refresh, StorageSize
 
 _PURGE_EVERY_WRITES = 1024
 
 
+def _size(key: str, value: bytes) -> int:
+    return len(key) + len(value)
+
+
 class MemoryStore:
-    """A dict of key -> (value, expires_at on the monotonic clock or None, ttl_ms)."""
+    """Key -> (value, expires_at on the monotonic clock or None, ttl_ms), least recently
+    used first, and the bytes of its keys and values."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._data: dict[str, tuple[bytes, float | None, int | None]] = {}
+        self._data: OrderedDict[str, tuple[bytes, float | None, int | None]] = OrderedDict()
         self._writes = 0
+        self.used = 0
 
     def _live(self, key: str, now: float) -> tuple[bytes, float | None, int | None] | None:
         item = self._data.get(key)
         if item is not None and item[1] is not None and item[1] <= now:
-            del self._data[key]
+            self._remove(key)
             return None
         return item
+
+    def _remove(self, key: str) -> None:
+        value = self._data.pop(key)[0]
+        self.used -= _size(key, value)
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = time.monotonic()
         with self._lock:
-            return [item[0] if (item := self._live(key, now)) is not None else None
-                    for key in keys]
+            values: list[bytes | None] = []
+            for key in keys:
+                item = self._live(key, now)
+                if item is None:
+                    values.append(None)
+                    continue
+                self._data.move_to_end(key)  # most recently used
+                values.append(item[0])
+            return values
 
     def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
         now = time.monotonic()
@@ -44,16 +66,21 @@ class MemoryStore:
                 if item is not None and item[1] is not None:
                     self._data[key] = (item[0], now + ttl_ms / 1000, item[2])
 
-    def set_many(self, records: Sequence[Record]) -> None:
+    def set_many(self, records: Sequence[Record], max_size: int | None = None) -> None:
         now = time.monotonic()
         with self._lock:
             for key, value, ttl_ms in records:
+                if key in self._data:
+                    self._remove(key)
                 self._data[key] = (value, now + ttl_ms / 1000 if ttl_ms else None, ttl_ms)
+                self.used += _size(key, value)
             self._writes += len(records)
             if self._writes >= _PURGE_EVERY_WRITES:
                 self._writes = 0
                 for key in [k for k, v in self._data.items() if v[1] is not None and v[1] <= now]:
-                    del self._data[key]
+                    self._remove(key)
+            while max_size is not None and self.used > max_size and self._data:
+                self._remove(next(iter(self._data)))
 
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
         now = time.monotonic()
@@ -66,7 +93,7 @@ class MemoryStore:
             found = 0
             for key in keys:
                 if self._live(key, now) is not None:
-                    del self._data[key]
+                    self._remove(key)
                     found += 1
             return found
 
@@ -81,7 +108,7 @@ class MemoryStore:
         with self._lock:
             doomed = self.scan_keys(namespace, scan_pattern)
             for key in doomed:
-                del self._data[key]
+                self._remove(key)
             return len(doomed)
 
     def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
@@ -113,9 +140,13 @@ def shared_store(store_name: str) -> MemoryStore:
 class MemoryBackend:
     """``Backend`` over a shared in-process store (its async twin: ``AsyncAdapter``)."""
 
-    def __init__(self, url: str, store_name: str) -> None:
+    in_process = True
+    """No in-process tier goes in front: this is one."""
+
+    def __init__(self, url: str, max_size: int | None = None) -> None:
         self.url = url
-        self._store = shared_store(store_name)
+        self.max_size = max_size
+        self._store = shared_store(without_query(url).partition("://")[2])
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return self._store.get_many(keys)
@@ -124,7 +155,7 @@ class MemoryBackend:
         self._store.refresh_many(refreshes)
 
     def set_many(self, records: Sequence[Record]) -> None:
-        self._store.set_many(records)
+        self._store.set_many(records, self.max_size)
 
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
         return self._store.exists_many(keys)
@@ -140,6 +171,10 @@ class MemoryBackend:
 
     def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
         return self._store.scan_keys(namespace, scan_pattern)
+
+    def storage_size(self) -> StorageSize:
+        """Bytes of keys and values in the store, and this backend's limit."""
+        return StorageSize(self._store.used, self.max_size)
 
     def server_version(self) -> str:
         return "in-process memory"

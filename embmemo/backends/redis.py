@@ -34,6 +34,7 @@ from .redis_common import (
     tls_defaults,
 )
 from .redis_plans import Command
+from .tracking import TrackingListener, listening
 
 
 class ServerRouter:
@@ -81,7 +82,30 @@ class _Server(RedisFamily):
             _check_binary_client(client)
             self.client_url = ""
             secrets.append(client.connection_pool.connection_kwargs.get("password"))
+        self._like = client
         super().__init__(url, kwargs, secrets)
+
+    def coherence(self, prefix: str) -> TrackingListener:
+        """What keeps an in-process tier in front of this server true to it."""
+        return TrackingListener(self.invalidation_connection, prefix)
+
+    def invalidation_connection(self) -> redis.Connection:
+        """A new sync RESP2 connection made like this backend's (URL, or the given
+        client's settings), for ``TrackingListener``."""
+        if self._like is None:
+            kwargs = self.pool_kwargs(SyncRetry)
+            kwargs.pop("max_connections", None)
+            kwargs.pop("timeout", None)
+            pool = redis.ConnectionPool.from_url(self.client_url, **kwargs)
+            connection_class, kwargs = pool.connection_class, dict(pool.connection_kwargs)
+        else:
+            pool = self._like.connection_pool
+            connection_class = _SYNC_CONNECTIONS.get(pool.connection_class,
+                                                     pool.connection_class)
+            kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "retry"}
+        kwargs.update(protocol=2, client_name="embmemo-invalidation")
+        connection: redis.Connection = listening(connection_class)(**kwargs)
+        return connection
 
     def pool_kwargs(self, retry_class: Any) -> dict[str, Any]:
         kwargs = dict(self.kwargs)
@@ -190,6 +214,10 @@ _ASYNC_CONNECTIONS = {
     redis.SSLConnection: aioredis.SSLConnection,
     redis.UnixDomainSocketConnection: aioredis.UnixDomainSocketConnection,
 }
+
+
+_SYNC_CONNECTIONS: dict[Any, Any] = {
+    async_class: sync_class for sync_class, async_class in _ASYNC_CONNECTIONS.items()}
 
 
 def _pool_like(pool: Any) -> aioredis.BlockingConnectionPool:

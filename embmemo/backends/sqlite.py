@@ -10,6 +10,15 @@ generous busy timeout makes competing writers queue rather than fail.
 Expiry is stored as wall-clock unix time so every process agrees on it. Expired rows are
 invisible to reads and are purged a bounded number at a time inside writes.
 
+Size limit (``max_size``): the pages in use are checked after each write; over the
+limit, the least recently used entries are deleted down to 90% of it (so eviction runs
+once per tenth of the limit written, not on every write) and the freed pages go back to
+the file system (``auto_vacuum = INCREMENTAL``). Recency is a stamp in unix milliseconds,
+set by each write; a hit is stamped again only when its stamp is over a second old, and
+then in memory, written with the next write (or a second later), so reads stay reads.
+Any process may evict; it happens inside its write transaction, so processes never see
+half of it.
+
 The file is the user's: it is created 0600 in a 0700 directory, and one that is not an
 embmemo cache is reported, never deleted or rewritten.
 """
@@ -29,9 +38,10 @@ from urllib.parse import urlsplit
 
 from ..errors import BackendError, ConfigError
 from ._limits import chunks
-from .base import Record, Refresh
+from .base import Record, Refresh, StorageSize
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: entries carry ``used_at`` (LRU eviction) and the file vacuums incrementally."""
 APPLICATION_ID = 0x454D424D  # b"EMBM": marks the file as ours in the SQLite header
 MIN_BUSY_TIMEOUT = 5.0
 """Seconds a statement waits for another writer's lock before failing."""
@@ -40,11 +50,26 @@ _KEYS_PER_STATEMENT = 500  # well below SQLite's host-parameter limit (999 befor
 _PURGE_EVERY_WRITES = 1024
 _PURGE_EVERY_SECONDS = 60.0
 _PURGE_LIMIT = 1000  # expired rows deleted per purge, so a write never stalls for long
+LOW_WATERMARK = 0.9
+"""Eviction frees space down to this fraction of the limit."""
+TOUCH_GRAIN = 1.0
+"""Seconds: how stale a hit's stamp must be to be renewed, and how often noted stamps are
+written when nothing else writes."""
+_EVICT_CHUNK = 256
+_WAL_SIZE_LIMIT = 4 << 20  # bytes the write-ahead log keeps after a checkpoint
 
 # "(...)" in these stands for one "?" per key of the chunk, filled in by _sql.
 _SELECT_VALUES = (
     "SELECT key, value FROM entries WHERE key IN (...)"
     " AND (expires_at IS NULL OR expires_at > ?)"
+)
+_SELECT_VALUES_USED = (
+    "SELECT key, value, used_at FROM entries WHERE key IN (...)"
+    " AND (expires_at IS NULL OR expires_at > ?)"
+)
+_TOUCH = "UPDATE entries SET used_at = ? WHERE key = ? AND used_at < ?"
+_LEAST_RECENT = (
+    "SELECT rowid, length(key) + length(value) FROM entries ORDER BY used_at, rowid LIMIT ?"
 )
 _SELECT_EXPIRY = (
     "SELECT key, expires_at FROM entries WHERE key IN (...)"
@@ -61,16 +86,22 @@ _DELETE_LIVE = (
 )
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL,"
-    " expires_at REAL, ttl_ms INTEGER)",
+    " expires_at REAL, ttl_ms INTEGER, used_at INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS entries_expires_at ON entries (expires_at)"
     " WHERE expires_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS entries_used_at ON entries (used_at)",
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+_UPGRADE_FROM_1 = (
+    "ALTER TABLE entries ADD COLUMN used_at INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS entries_used_at ON entries (used_at)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
 _UPSERT = (
-    "INSERT INTO entries (key, value, expires_at, ttl_ms) VALUES (?, ?, ?, ?)"
+    "INSERT INTO entries (key, value, expires_at, ttl_ms, used_at) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
-    " expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms"
+    " expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms, used_at = excluded.used_at"
 )
 _PURGE = (
     "DELETE FROM entries WHERE rowid IN"
@@ -170,15 +201,16 @@ def _header(conn: sqlite3.Connection) -> tuple[int, int, int]:
     return app_id, version, tables
 
 
-def _needs_schema(conn: sqlite3.Connection, path: str) -> bool:
-    """Whether the file is empty (True) or a current embmemo cache (False); else raise."""
+def _schema_version(conn: sqlite3.Connection, path: str) -> int:
+    """The file's cache schema version (0: an empty file), if embmemo can read it; else
+    raise."""
     app_id, version, tables = _header(conn)
     if app_id == 0 and version == 0:
         if tables:
             raise BackendError(
                 f"{path} is not an embmemo SQLite cache (it holds other tables); left untouched"
             )
-        return True
+        return 0
     if app_id != APPLICATION_ID:
         raise BackendError(
             f"{path} is not an embmemo SQLite cache (application id {app_id}); left untouched"
@@ -188,7 +220,7 @@ def _needs_schema(conn: sqlite3.Connection, path: str) -> bool:
             f"{path} has cache schema version {version}, newer than this embmemo reads "
             f"({SCHEMA_VERSION}); upgrade embmemo or use another file"
         )
-    return version < SCHEMA_VERSION
+    return version
 
 
 class SQLiteBackend:
@@ -203,12 +235,14 @@ class SQLiteBackend:
         url: ``sqlite:///absolute/path/to/file.sqlite3``.
         timeout: Seconds to wait for another writer's lock (at least 5).
         connection_kwargs: Only ``busy_timeout`` (seconds), which overrides ``timeout``.
+        max_size: Bytes of database pages the file may use (None: no limit).
 
     Construction touches no file; the first operation creates and opens it.
     """
 
     def __init__(
-        self, url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None
+        self, url: str, *, timeout: float, connection_kwargs: Mapping[str, Any] | None = None,
+        max_size: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme.lower() != "sqlite" or parts.netloc or not parts.path.strip("/"):
@@ -221,6 +255,13 @@ class SQLiteBackend:
         self._pid = 0
         self._writes = 0
         self._last_purge = 0.0
+        self.max_size = max_size
+        self._page_size = 4096
+        self._touches: dict[str, int] = {}
+        """Hits to stamp as used (key -> unix ms), written with the next write."""
+        self._touched_at = 0.0
+        self._opened = 0
+        """Connections opened so far: a new connection's data_version starts afresh."""
         _BACKENDS.add(self)
 
     def __repr__(self) -> str:
@@ -233,7 +274,9 @@ class SQLiteBackend:
         if self._conn is not None:
             _INHERITED.append(self._conn)
             self._conn = None
+            self._touches = {}
         self._conn, self._pid = self._open(), os.getpid()
+        self._opened += 1
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -269,19 +312,30 @@ class SQLiteBackend:
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Check the header, switch to WAL, create the schema if the file is new."""
-        fresh = _needs_schema(conn, self.path)  # reads the header before anything writes
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if fresh:
+        """Check the header, switch to WAL, create or upgrade the schema."""
+        # Reads the header before anything writes: a file of another kind stays untouched.
+        found = _schema_version(conn, self.path)
+        if found < SCHEMA_VERSION:
+            if found == 0:  # must come before the switch to WAL writes the first page
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if _needs_schema(conn, self.path):  # another process may have won
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
+                version = _schema_version(conn, self.path)  # another process may have won
+                for statement in _SCHEMA if version == 0 else (
+                        _UPGRADE_FROM_1 if version == 1 else ()):
+                    conn.execute(statement)
                 conn.execute("COMMIT")
             finally:
                 _rollback(conn)
+            if version == 1:  # a file of 0.2: incremental vacuum needs one full VACUUM
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                    conn.execute("VACUUM")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+        self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
 
     @contextmanager
     def _session(self, operation: str, write: bool) -> Iterator[sqlite3.Connection]:
@@ -305,13 +359,105 @@ class SQLiteBackend:
                 raise _backend_error(operation, self.path, exc) from exc
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """See ``Backend.get_many``; expired rows read as missing. A read writes nothing."""
+        """See ``Backend.get_many``; expired rows read as missing. A read writes nothing,
+        except, under a size limit, the stamps of earlier hits once a second."""
         found: dict[str, bytes] = {}
         now = time.time()
         with self._session("read", write=False) as conn:
+            if self.max_size is None:
+                for chunk in chunks(keys, _KEYS_PER_STATEMENT):
+                    found.update(conn.execute(_sql(_SELECT_VALUES, len(chunk)), (*chunk, now)))
+                return [found.get(key) for key in keys]
+            stamp = int(now * 1000)
+            stale = stamp - int(TOUCH_GRAIN * 1000)
             for chunk in chunks(keys, _KEYS_PER_STATEMENT):
-                found.update(conn.execute(_sql(_SELECT_VALUES, len(chunk)), (*chunk, now)))
+                for key, value, used_at in conn.execute(
+                        _sql(_SELECT_VALUES_USED, len(chunk)), (*chunk, now)):
+                    found[key] = value
+                    if used_at < stale:  # stamped at most once a second per entry
+                        self._touches[key] = stamp
+            self._stamp_now_and_then(conn, now)
         return [found.get(key) for key in keys]
+
+    def _stamp_now_and_then(self, conn: sqlite3.Connection, now: float) -> None:
+        """Write the noted hits' recency stamps, at most once a second between writes."""
+        if self._touches and now - self._touched_at >= TOUCH_GRAIN:
+            try:  # a quick write of its own; never waits for another writer
+                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._stamp(conn, now)
+                    conn.execute("COMMIT")
+                finally:
+                    _rollback(conn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+
+    def _stamp(self, conn: sqlite3.Connection, now: float) -> None:
+        """Write the pending recency stamps (inside a write transaction)."""
+        touches, self._touches, self._touched_at = self._touches, {}, now
+        if touches:
+            conn.executemany(_TOUCH, [(stamp, key, stamp) for key, stamp in touches.items()])
+
+    def _evict(self, conn: sqlite3.Connection) -> bool:
+        """Over the limit: delete least recently used entries down to the low watermark
+        (inside a write transaction); whether it did."""
+        limit = self.max_size
+        if limit is None or self._used(conn) <= limit:
+            return False
+        target = int(limit * LOW_WATERMARK)
+        while (used := self._used(conn)) > target:
+            victims, freed = [], 0
+            for rowid, size in conn.execute(_LEAST_RECENT, (_EVICT_CHUNK,)):
+                victims.append((rowid,))
+                freed += size
+                if freed >= used - target:
+                    break
+            if not victims:
+                break
+            conn.executemany("DELETE FROM entries WHERE rowid = ?", victims)
+        return True
+
+    def _give_back(self, checkpoint: bool = False) -> None:
+        """Return free pages to the file system, in a transaction of their own (inside
+        one, Python's sqlite3 runs ``incremental_vacuum`` for one page only)."""
+        with self._session("vacuum", write=False) as conn:
+            conn.executescript("PRAGMA incremental_vacuum;")
+            if checkpoint:  # best effort, never waits: the file shrinks now, not later
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _used(self, conn: sqlite3.Connection) -> int:
+        """Bytes of the database pages holding data."""
+        pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
+        free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self._page_size
+
+    def storage_size(self) -> StorageSize:
+        """Bytes of the pages holding data, and the limit."""
+        with self._session("size", write=False) as conn:
+            return StorageSize(self._used(conn), self.max_size)
+
+    def data_version(self) -> tuple[int, int] | None:
+        """A value that changes when another connection commits to the file (None: the
+        connection is busy or not open just now, so nothing can be said)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._conn is None or self._pid != os.getpid():
+                return None
+            version: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            return self._opened, version
+        except sqlite3.Error:
+            return None
+        finally:
+            self._lock.release()
+
+    def coherence(self, prefix: str) -> DataVersionWatch:
+        """What keeps an in-process tier in front of this file true to it."""
+        return DataVersionWatch(self)
 
     def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
         """See ``Backend.refresh_many``: one write transaction, only live expiring rows."""
@@ -323,18 +469,28 @@ class SQLiteBackend:
         """See ``Backend.set_many``; the whole call is one transaction."""
         if not records:
             return
-        now = time.time()
-        rows = [
-            (key, value, now + ttl_ms / 1000 if ttl_ms else None, ttl_ms or None)
-            for key, value, ttl_ms in records
-        ]
         with self._session("write", write=True) as conn:
+            # Timed once the lock is ours: a writer that waited for it must not stamp its
+            # new entries older than those others committed meanwhile (eviction would
+            # take them first).
+            now = time.time()
+            stamp = int(now * 1000)
+            rows = [
+                (key, value, now + ttl_ms / 1000 if ttl_ms else None, ttl_ms or None, stamp)
+                for key, value, ttl_ms in records
+            ]
             conn.executemany(_UPSERT, rows)
             self._writes += len(rows)
             due = now - self._last_purge >= _PURGE_EVERY_SECONDS
             if due or self._writes >= _PURGE_EVERY_WRITES:
                 conn.execute(_PURGE, (now, _PURGE_LIMIT))
                 self._writes, self._last_purge = 0, now
+            evicted = False
+            if self.max_size is not None:
+                self._stamp(conn, now)
+                evicted = self._evict(conn)
+        if evicted:
+            self._give_back()
 
     def exists_many(self, keys: Sequence[str]) -> list[bool]:
         """See ``Backend.exists_many``."""
@@ -371,7 +527,9 @@ class SQLiteBackend:
         now = time.time()
         with self._session("clear", write=True) as conn:
             conn.execute(_CLEAR_EXPIRED, (*bounds, now))  # expired: uncounted
-            return conn.execute(_CLEAR, bounds).rowcount
+            cleared: int = conn.execute(_CLEAR, bounds).rowcount
+        self._give_back(checkpoint=True)
+        return cleared
 
     def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
         """See ``Backend.scan_keys``."""
@@ -394,3 +552,28 @@ class SQLiteBackend:
                 return
             with suppress(sqlite3.Error):
                 conn.close()
+
+
+class DataVersionWatch:
+    """Coherence of an in-process tier over SQLite: ``PRAGMA data_version`` changes when
+    another connection (another process, another cache object) commits, and then the
+    tier is emptied. Its own connection's writes go into the tier as they are made."""
+
+    trusts_own_writes = True
+
+    def __init__(self, backend: SQLiteBackend) -> None:
+        self.backend = backend
+        self.version: tuple[int, int] | None = None
+
+    def sync(self, tier: Any) -> bool:
+        """See ``tier.Coherence.sync``."""
+        version = self.backend.data_version()
+        if version is None:
+            return False
+        if version != self.version:
+            tier.flush()
+            self.version = version
+        return True
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -30,6 +30,7 @@ from .flow import (
     Read,
     Refresh,
     Step,
+    Wait,
     Write,
 )
 
@@ -78,28 +79,33 @@ class LookupEngine:
         return await adrive(flow, partial(self._aexecute, call=call))
 
     def _execute(self, step: Step, call: Call) -> Any:
-        if isinstance(step, Read):
-            return self.store.backend().get_many(step.keys)
-        if isinstance(step, Write):
-            return self.store.backend().set_many(step.records)
-        if isinstance(step, Refresh):
-            return self.store.backend().refresh_many(step.refreshes)
         if isinstance(step, Compute):
             with holding_claims(step.holding):
                 return call.invoke(step.texts)
-        return self.flights.wait(step.flights)
+        if isinstance(step, Wait):
+            return self.flights.wait(step.flights)
+        method, argument = _storage_call(step, self.store.fetch, self.store.backend())
+        return method(argument)
 
     async def _aexecute(self, step: Step, call: Call) -> Any:
-        if isinstance(step, Read):
-            return await self.store.async_backend().get_many(step.keys)
-        if isinstance(step, Write):
-            return await self.store.async_backend().set_many(step.records)
-        if isinstance(step, Refresh):
-            return await self.store.async_backend().refresh_many(step.refreshes)
         if isinstance(step, Compute):
             with holding_claims(step.holding):
                 return await call.invoke(step.texts)
-        return await self.flights.wait_async(step.flights)
+        if isinstance(step, Wait):
+            return await self.flights.wait_async(step.flights)
+        method, argument = _storage_call(step, self.store.afetch, self.store.async_backend())
+        return await method(argument)
+
+
+def _storage_call(step: Step, fetch: Callable[[Any], Any],
+                  backend: Any) -> tuple[Callable[[Any], Any], Any]:
+    """The store or backend method a Read, Write or Refresh step calls, and its argument."""
+    if isinstance(step, Read):
+        return fetch, step.keys
+    if isinstance(step, Write):
+        return backend.set_many, step.records
+    assert isinstance(step, Refresh)
+    return backend.refresh_many, step.refreshes
 
 
 def _reset_after_fork() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from asyncio import _get_running_loop as get_running_loop_or_none
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
@@ -48,10 +49,9 @@ def holding_claims(holding: bool) -> Iterator[None]:
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop running in this thread, if any (also seen from sync code)."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+    # asyncio's own low-level accessor (in asyncio.events.__all__): no exception to
+    # raise and catch on every sync call, which get_running_loop() would cost.
+    return get_running_loop_or_none()
 
 
 class Flight:

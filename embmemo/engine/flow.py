@@ -39,7 +39,8 @@ class CircuitOpenError(BackendError):
 
 
 class Read(NamedTuple):
-    """Read these keys; the reply is their values (None for a miss), in order."""
+    """Read these keys; the reply is a ``tier.Fetched``: their values (None for a miss),
+    in order, and how many the in-process tier served."""
 
     keys: list[str]
 
@@ -212,13 +213,15 @@ class Lookup:
         unique = call.plan.unique
         texts = unique if everything else [unique[i] for i in indexes]
         try:
-            values = yield Read(keys)
+            values, local = yield Read(keys)
         except BackendError as exc:
             self._backend_failed(exc, len(keys))
             return
-        self.breaker.record_success()
+        if local < len(keys):
+            self.breaker.record_success()
+        call.function.counters.add(local_hits=local)
         entries = self.store.decode(keys, digests, values, call.model_name, texts,
-                                    corrupt_also_to=call.function.counters)
+                                    corrupt_also_to=call.function.counters, local=local)
         found = [entry.embedding if entry is not None else None for entry in entries]
         if everything:
             self.rows = found
