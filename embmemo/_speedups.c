@@ -210,7 +210,8 @@ static int swallow_invalid(void) {
 
 /* One record: a new reference to its CacheEntry, Py_None (a miss: not valid), or NULL. */
 static PyObject *decode_one(PyObject *value, PyObject *key, PyObject *digest,
-                            PyObject *model_bytes, PyObject *model_name, PyObject *known_text) {
+                            PyObject *model_bytes, PyObject *model_name, PyObject *known_text,
+                            int verified) {
     PyObject *text = NULL, *model = NULL, *metadata = NULL, *embedding = NULL, *entry = NULL;
     if (!PyBytes_Check(value) || !PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != DIGEST_SIZE)
         Py_RETURN_NONE;
@@ -233,12 +234,14 @@ static PyObject *decode_one(PyObject *value, PyObject *key, PyObject *digest,
     uint64_t model_start = text_start + text_len, meta_start = model_start + model_len;
     if (dim == 0 || meta_start + meta_len + CRC_SIZE != (uint64_t)size) Py_RETURN_NONE;
 
-    PyObject *crc = PyObject_CallOneArg(ctx.crc32c, value);
-    if (crc == NULL) return NULL;
-    unsigned long crc_value = PyLong_AsUnsignedLong(crc);
-    Py_DECREF(crc);
-    if (crc_value == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (crc_value != ctx.residue) Py_RETURN_NONE;
+    if (!verified) { /* values the in-process tier checked when it took them are not */
+        PyObject *crc = PyObject_CallOneArg(ctx.crc32c, value);
+        if (crc == NULL) return NULL;
+        unsigned long crc_value = PyLong_AsUnsignedLong(crc);
+        Py_DECREF(crc);
+        if (crc_value == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+        if (crc_value != ctx.residue) Py_RETURN_NONE;
+    }
 
     const char *base = (const char *)p;
     if (model_bytes == Py_None) {
@@ -307,16 +310,19 @@ done:
     return entry;
 }
 
-/* decode_many(values, keys, digests, model_bytes, model_name, texts) -> (entries, corrupt) */
+/* decode_many(values, keys, digests, model_bytes, model_name, texts[, verified])
+ * -> (entries, corrupt); verified: the values' CRCs were checked already. */
 static PyObject *decode_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (ctx.entry_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "embmemo._speedups.configure() was not called");
         return NULL;
     }
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "decode_many takes 6 arguments");
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "decode_many takes 6 or 7 arguments");
         return NULL;
     }
+    int verified = nargs == 7 ? PyObject_IsTrue(args[6]) : 0;
+    if (verified < 0) return NULL;
     PyObject *seqs[4] = {NULL, NULL, NULL, NULL}, *entries = NULL;
     const char *names[4] = {"values", "keys", "digests", "texts"};
     PyObject *inputs[4] = {args[0], args[1], args[2], args[5]};
@@ -337,7 +343,8 @@ static PyObject *decode_many(PyObject *self, PyObject *const *args, Py_ssize_t n
         } else {
             entry = decode_one(value, PySequence_Fast_GET_ITEM(seqs[1], i),
                                PySequence_Fast_GET_ITEM(seqs[2], i), args[3], args[4],
-                               seqs[3] ? PySequence_Fast_GET_ITEM(seqs[3], i) : Py_None);
+                               seqs[3] ? PySequence_Fast_GET_ITEM(seqs[3], i) : Py_None,
+                               verified);
             if (entry == NULL) {
                 Py_CLEAR(entries);
                 goto done;

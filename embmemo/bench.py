@@ -14,9 +14,10 @@ single items, ``redis.asyncio`` for ``amget``, a key holding only the vector byt
 memory, and plain ``sqlite3`` (the same table, one transaction per write, the same
 chunked ``SELECT ... IN``) for the embedded default. The default includes the in-process
 tier (warmed before timing, so its rows measure hot entries); rows marked "no local
-tier" measure the network or file path alone. The "limit vs none" rows compare a
-size-limited SQLite file (evicting all along) with an unlimited one: there the raw
-columns are embmemo without a limit.
+tier" measure the network or file path alone. The "vs none" rows compare a
+size-limited SQLite file (under its limit, or evicting all along) with an unlimited one:
+there the raw columns are embmemo without a limit. One-item cases time 100 calls per
+sample and report the time per call.
 """
 
 from __future__ import annotations
@@ -110,26 +111,39 @@ def _alternation(ours: Callable[[], Any], raw: Callable[[], Any],
     return pairs
 
 
+SINGLE_CALLS = 100
+"""Calls per sample of a one-item case: one call (a few microseconds) is too short for
+the clock alone. A row then reports the time per call."""
+
+
+def calls_for(batch: int) -> int:
+    """Calls per timed sample for a batch size."""
+    return SINGLE_CALLS if batch == 1 else 1
+
+
 def compare(ours: Callable[[], object], raw: Callable[[], object], repeat: int,
-            before_each: Callable[[], object] | None = None) -> Pairs:
-    """Alternate the two, so drift hits both alike."""
+            before_each: Callable[[], object] | None = None, calls: int = 1) -> Pairs:
+    """Alternate the two, so drift hits both alike; each sample times ``calls`` calls."""
     def timed(fn: Callable[[], object]) -> float:
         if before_each is not None:
             before_each()
         started = time.perf_counter()
-        fn()
-        return time.perf_counter() - started
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - started) / calls
 
     return drive(_alternation(ours, raw, repeat), timed)
 
 
 async def compare_async(ours: Callable[[], Awaitable[object]],
-                        raw: Callable[[], Awaitable[object]], repeat: int) -> Pairs:
+                        raw: Callable[[], Awaitable[object]], repeat: int,
+                        calls: int = 1) -> Pairs:
     """``compare`` for coroutines."""
     async def timed(fn: Callable[[], Awaitable[object]]) -> float:
         started = time.perf_counter()
-        await fn()
-        return time.perf_counter() - started
+        for _ in range(calls):
+            await fn()
+        return (time.perf_counter() - started) / calls
 
     return await adrive(_alternation(ours, raw, repeat), timed)
 
@@ -219,7 +233,8 @@ class RedisBench:
                 return [_vector(v, np_dtype) for v in raw.mget(raw_keys)]
 
             rows.append(_row("mset (TTL)", dim, batch, dtype,
-                             compare(lambda: default.mset(items), raw_set_ex, repeat),
+                             compare(lambda: default.mset(items), raw_set_ex, repeat,
+                                     calls=calls_for(batch)),
                              (_trips(default, lambda: default.mset(items)), 1)))
             _warm(default, lambda: default.mget(texts, MODEL))
             rows.append(self.read_row("mget", default, texts, raw_mget, dim, batch, dtype))
@@ -235,12 +250,14 @@ class RedisBench:
             if batch == 1:
                 rows.append(_row("set (TTL)", dim, batch, dtype, compare(
                     lambda: default.set(texts[0], MODEL, vectors[0]),
-                    lambda: raw.set(raw_keys[0], raw_values[0], ex=TTL_SECONDS), repeat),
+                    lambda: raw.set(raw_keys[0], raw_values[0], ex=TTL_SECONDS), repeat,
+                    calls=SINGLE_CALLS),
                     (_trips(default, lambda: default.set(texts[0], MODEL, vectors[0])), 1)))
                 for case, cache in (("get", default), ("get, no local tier", remote)):
                     get = functools.partial(cache.get, texts[0], MODEL)
                     rows.append(_row(case, dim, batch, dtype, compare(
-                        get, lambda: _vector(raw.get(raw_keys[0]), np_dtype), repeat),
+                        get, lambda: _vector(raw.get(raw_keys[0]), np_dtype), repeat,
+                        calls=SINGLE_CALLS),
                         (_trips(cache, get), 1)))
             rows.extend(self.decorator_cases(default, dim, batch, dtype, vectors, raw_mget,
                                              raw_set_ex, raw_keys, np_dtype))
@@ -252,7 +269,7 @@ class RedisBench:
                  raw_mget: Callable[[], object], dim: int, batch: int, dtype: str,
                  before_each: Callable[[], object] | None = None) -> Row:
         pairs = compare(lambda: cache.mget(texts, MODEL), raw_mget, self.options.repeat,
-                        before_each)
+                        before_each, calls=1 if before_each else calls_for(len(texts)))
         if before_each is not None:
             before_each()
         return _row(case, dim, batch, dtype, pairs,
@@ -275,12 +292,12 @@ class RedisBench:
         if batch == 1:
             _warm(cache, lambda: embed(texts[0]))
         rows = [_row("decorator warm", dim, batch, dtype,
-                     compare(lambda: embed(texts), raw_mget, repeat),
+                     compare(lambda: embed(texts), raw_mget, repeat, calls=calls_for(batch)),
                      (_trips(cache, lambda: embed(texts)), 1))]
         if batch == 1:  # the query path of a search service: one str in, one vector out
             rows.append(_row("decorator warm, one str", dim, batch, dtype, compare(
                 lambda: embed(texts[0]), lambda: _vector(self.raw.get(raw_keys[0]), np_dtype),
-                repeat), (_trips(cache, lambda: embed(texts[0])), 1)))
+                repeat, calls=SINGLE_CALLS), (_trips(cache, lambda: embed(texts[0])), 1)))
         salts = iter(range(10**9))
 
         def cold() -> None:
@@ -329,7 +346,8 @@ async def _amget_pairs(url: str, cache: EmbeddingsCache, texts: list[str], raw_k
             if backend.round_trips == before:
                 break
             await asyncio.sleep(0.01)
-        pairs = await compare_async(lambda: cache.amget(texts, MODEL), raw_amget, repeat)
+        pairs = await compare_async(lambda: cache.amget(texts, MODEL), raw_amget, repeat,
+                                    calls_for(len(texts)))
         before = backend.round_trips
         await cache.amget(texts, MODEL)
         return pairs, backend.round_trips - before
@@ -410,11 +428,13 @@ def _sqlite_cases(folder: str, dim: int, batch: int, repeat: int) -> list[Row]:
     try:
         rows = [
             _row("sqlite mset (TTL)", dim, batch, "float32",
-                 compare(lambda: cache.mset(items), raw_write, repeat)),
+                 compare(lambda: cache.mset(items), raw_write, repeat, calls=calls_for(batch))),
             _row("sqlite mget", dim, batch, "float32",
-                 compare(lambda: cache.mget(texts, MODEL), raw_read, repeat)),
+                 compare(lambda: cache.mget(texts, MODEL), raw_read, repeat,
+                         calls=calls_for(batch))),
             _row("sqlite mget, no local tier", dim, batch, "float32",
-                 compare(lambda: remote.mget(texts, MODEL), raw_read, repeat)),
+                 compare(lambda: remote.mget(texts, MODEL), raw_read, repeat,
+                         calls=calls_for(batch))),
         ]
         rows.extend(_limit_cases(folder, dim, batch, repeat, vectors))
         return rows
@@ -426,14 +446,21 @@ def _sqlite_cases(folder: str, dim: int, batch: int, repeat: int) -> list[Row]:
 
 
 LIMITED_ENTRIES = 2000
-"""The size limit of the limit cases, in entries: eviction runs throughout them."""
+"""The size limit of the "evicting" cases, in entries: eviction runs throughout them."""
 
 
 def _limit_cases(folder: str, dim: int, batch: int, repeat: int,
                  vectors: npt.NDArray[Any]) -> list[Row]:
-    """A size-limited file against an unlimited one (in the raw columns): fresh entries
-    written past the limit (so eviction runs), and reads of the newest."""
-    limit = LIMITED_ENTRIES * (dim * 4 + 200)
+    """Size-limited files against an unlimited one (in the raw columns): under a limit it
+    never reaches (the bookkeeping alone), and at a limit every write goes past (so each
+    evicts), with fresh entries written and the newest read."""
+    return [*_limit_case(folder, dim, batch, repeat, vectors, "under a limit", 1 << 40),
+            *_limit_case(folder, dim, batch, repeat, vectors, "evicting",
+                         LIMITED_ENTRIES * dim * 4)]
+
+
+def _limit_case(folder: str, dim: int, batch: int, repeat: int, vectors: npt.NDArray[Any],
+                case: str, limit: int) -> list[Row]:
     limited = EmbeddingsCache(name="bench", url=f"sqlite:///{folder}/limited.sqlite3",
                               ttl=TTL_SECONDS, max_size=limit, local_cache=0)
     unlimited = EmbeddingsCache(name="bench", url=f"sqlite:///{folder}/unlimited.sqlite3",
@@ -448,15 +475,17 @@ def _limit_cases(folder: str, dim: int, batch: int, repeat: int,
         last[id(cache)] = texts[-batch:]
 
     try:
-        for _ in range(4):  # past the limit first: every write below evicts
+        for _ in range(4):  # past the evicting limit first: every write below evicts
             write(limited, LIMITED_ENTRIES // 2)
             write(unlimited, LIMITED_ENTRIES // 2)
         return [
-            _row("sqlite mset, limit vs none", dim, batch, "float32",
-                 compare(lambda: write(limited), lambda: write(unlimited), repeat)),
-            _row("sqlite mget, limit vs none", dim, batch, "float32",
-                 compare(lambda: limited.mget(last[id(limited)], MODEL),
-                         lambda: unlimited.mget(last[id(unlimited)], MODEL), repeat)),
+            _row(f"sqlite mset, {case} vs none", dim, batch, "float32", compare(
+                lambda: write(limited), lambda: write(unlimited), repeat,
+                calls=calls_for(batch))),
+            _row(f"sqlite mget, {case} vs none", dim, batch, "float32", compare(
+                lambda: limited.mget(last[id(limited)], MODEL),
+                lambda: unlimited.mget(last[id(unlimited)], MODEL), repeat,
+                calls=calls_for(batch))),
         ]
     finally:
         for each in (limited, unlimited):

@@ -361,6 +361,7 @@ def decode_many(
     digests: Sequence[bytes],
     model_name: str | None = None,
     texts: Sequence[Text] | None = None,
+    verified: bool = False,
 ) -> tuple[list[CacheEntry | None], int]:
     """Decode and verify a batch of records; returns the entries and how many were corrupt.
 
@@ -368,12 +369,15 @@ def decode_many(
     version, dtype, the key digest, ``model_name`` when given, the CRC, its text or
     metadata encoding) is a miss that counts as corrupt. ``texts``, when the keys were
     computed from them, are the entries' texts: the digest check has proven the stored
-    text is the same, so it is not decoded again. This loop is the read hot path, so it
-    is written flat (and also in C, see ``_speedups.c``).
+    text is the same, so it is not decoded again. ``verified``: every value passed
+    ``intact`` already (the in-process tier checks what it keeps), so the CRC, which reads
+    the whole value, is not computed again. This loop is the read hot path, so it is
+    written flat (and also in C, see ``_speedups.c``).
     """
     model_bytes = model_name.encode("utf-8", "surrogatepass") if model_name is not None else None
     if _speedups is not None:
-        return _speedups.decode_many(values, keys, digests, model_bytes, model_name, texts)
+        return _speedups.decode_many(values, keys, digests, model_bytes, model_name, texts,
+                                     verified)
     entries: list[CacheEntry | None] = []
     append = entries.append
     unpack = HEADER.unpack_from
@@ -399,7 +403,7 @@ def decode_many(
                 and version == FORMAT_VERSION
                 and dim
                 and meta_start + meta_len + _CRC_SIZE == len(value)
-                and crc32c(value) == _CRC_RESIDUE
+                and (verified or crc32c(value) == _CRC_RESIDUE)
             ):
                 raise ValueError
             if model_bytes is None:
@@ -435,6 +439,11 @@ def with_ttl(value: bytes, ttl_ms: int) -> bytes:
 
 
 _EXPIRY = struct.Struct("<Qd")  # TTL ms and inserted_at, at TTL_OFFSET
+
+
+def intact(value: bytes) -> bool:
+    """Whether a stored value's CRC checks out (its other checks are made on every read)."""
+    return bool(crc32c(value) == _CRC_RESIDUE)
 
 
 def expires_at(value: bytes) -> float:

@@ -10,6 +10,7 @@ the two cannot differ.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,6 +60,11 @@ class OutputForm:
     @classmethod
     def from_hint(cls, hint: int) -> OutputForm | None:
         """The form a hint describes, or None for entries not written by the decorator."""
+        return _form_of_hint(hint)
+
+    @classmethod
+    def parse_hint(cls, hint: int) -> OutputForm | None:
+        """``from_hint`` without the memo."""
         row = hint >> 2 & 3
         if not row:
             return None
@@ -250,3 +256,8 @@ def dimension_mismatch(rows: Sequence[npt.NDArray[Any]]) -> set[int] | None:
     """The dimensions of 1-D ``rows`` when they are not all the same."""
     dimensions = set(map(len, rows))
     return dimensions if len(dimensions) > 1 else None
+
+
+@functools.lru_cache(maxsize=1024)  # a warm read of a function's first hit asks every time
+def _form_of_hint(hint: int) -> OutputForm | None:
+    return OutputForm.parse_hint(hint)

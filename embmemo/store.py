@@ -33,7 +33,7 @@ from .config import DEFAULT_LOCAL_CACHE, Settings, ttl_ms, ttl_seconds
 from .errors import BackendError, ConfigError, InvalidInputError, InvalidTypeError
 from .keys import KeyScheme, Text, encode_text, identity_prefix, model_identity, text_digest
 from .stats import Counters, RateLimitedLog, logger
-from .tier import AsyncTieredBackend, Fetched, LocalTier, TieredBackend
+from .tier import AsyncTieredBackend, Fetched, LocalTier, TieredBackend, begin_read
 
 Params = Mapping[str, object]
 _ITEM_FIELDS = frozenset({"text", "content", "model_name", "embedding", "metadata", "ttl",
@@ -331,7 +331,8 @@ class EntryStore:
         """Decode and verify; count hits (``local`` of them from the in-process tier),
         misses and corrupt values (corrupt ones also in ``corrupt_also_to``). ``texts``:
         what the keys were computed from, when they were."""
-        entries, corrupt = codec.decode_many(values, keys, digests, model_name, texts)
+        entries, corrupt = codec.decode_many(values, keys, digests, model_name, texts,
+                                             verified=0 < local == len(values))
         if corrupt:
             if corrupt_also_to is not None:
                 corrupt_also_to.add(corrupt=corrupt)
@@ -386,6 +387,16 @@ class EntryStore:
                 self.refresh_skipped(exc)
 
     # -- backends -------------------------------------------------------------------------
+
+    def served_locally(self, keys: Sequence[str], asynchronous: bool) -> Fetched | None:
+        """The values of ``keys`` if the in-process tier (of the sync or the async backend)
+        holds every one of them; else None, and a read must go to the backend. No I/O."""
+        backend = self.async_backend() if asynchronous else self.backend()
+        if isinstance(backend, (TieredBackend, AsyncTieredBackend)):
+            read = begin_read(backend.tier, backend.coherence, keys)
+            if isinstance(read, Fetched):
+                return read
+        return None
 
     def fetch(self, keys: Sequence[str]) -> Fetched:
         """Stored values of ``keys`` (the in-process tier's first), by the sync backend."""

@@ -3,6 +3,8 @@
 ``LocalTier`` holds stored values (bytes, never the decoded arrays: every read decodes
 its own read-only array from immutable bytes, so nothing a caller does to a result can
 change what the next caller gets) in least-recently-used order, bounded by their bytes.
+A value's CRC is checked once, when the tier takes it; reads served wholly from the tier
+skip it (it reads the whole value) and check the header as always.
 
 Coherence comes from the backend (``Coherence``): Redis pushes invalidations
 (``backends/tracking.py``), SQLite says when another connection committed
@@ -107,7 +109,8 @@ class LocalTier:
                 return
             invalidated = self._invalidated
             for key, value in zip(keys, values):
-                if value is not None and invalidated.get(key, -1) <= mark:
+                if (value is not None and invalidated.get(key, -1) <= mark
+                        and codec.intact(value)):  # checked once here, not on every hit
                     self._add(key, value, now)
 
     def wrote(self, records: Sequence[Record], keep: bool) -> None:

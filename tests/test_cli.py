@@ -88,7 +88,8 @@ def test_bench_quick_json() -> None:
             "mget, every hit sliding, no tier", "mset (TTL)", "get", "get, no local tier",
             "set (TTL)", "decorator warm", "decorator warm, one str", "decorator cold", "amget",
             "bytes per entry", "sqlite mget", "sqlite mget, no local tier", "sqlite mset (TTL)",
-            "sqlite mset, limit vs none", "sqlite mget, limit vs none"} <= cases
+            "sqlite mset, under a limit vs none", "sqlite mget, under a limit vs none",
+            "sqlite mset, evicting vs none", "sqlite mget, evicting vs none"} <= cases
     assert [row["case"] for row in report["rows"]][:2] == ["mset (TTL)", "mget"]  # defaults
     assert all(row["raw_best"] > 0 and row["ratio"] > 0 and row["pair_ratio"] > 0
                for row in report["rows"])

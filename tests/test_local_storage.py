@@ -406,3 +406,19 @@ def test_memory_needs_no_tier_and_local_cache_zero_turns_it_off(tmp_path: Path) 
     url = f"sqlite:///{tmp_path}/off.sqlite3"
     assert "Tiered" in repr(EmbeddingsCache(url=url).store.backend())
     assert "Tiered" not in repr(EmbeddingsCache(url=url, local_cache=0).store.backend())
+
+
+def test_a_damaged_value_never_enters_the_tier(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/damaged.sqlite3"
+    cache = EmbeddingsCache(name="d", url=url, local_cache="1MiB")
+    cache.set("q", MODEL, vector("q"))
+    key = cache.key("q", MODEL)
+    conn = sqlite3.connect(tmp_path / "damaged.sqlite3", isolation_level=None)
+    (value,) = conn.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+    conn.execute("UPDATE entries SET value = ? WHERE key = ?",
+                 (value[:-1] + bytes([value[-1] ^ 1]), key))  # its CRC no longer checks out
+    conn.close()
+    for _ in range(3):
+        assert cache.get("q", MODEL) is None
+    info = cache.stats()
+    assert info.corrupt == 3 and info.local_hits == 0

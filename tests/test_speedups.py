@@ -134,6 +134,21 @@ def test_decode_matches_the_python_loop(
 
 
 @needs_speedups
+def test_verified_values_skip_only_the_crc_in_c_and_in_python() -> None:
+    batch_keys, digests, values = _records(["a", "b"], None, "float32")
+    flipped = values[0][:-1] + bytes([values[0][-1] ^ 1])  # only the CRC trailer is wrong
+    args = ([flipped, values[1]], batch_keys, digests, "m", None)
+    for verified in (False, True):
+        _same(codec.decode_many(*args, verified=verified),
+              python_decode(*args, verified))
+    assert codec.decode_many(*args)[1] == 1  # unverified: the CRC catches it
+    assert codec.decode_many(*args, verified=True)[1] == 0  # trusted: the header still holds
+    wrong_digest = ([values[0]], batch_keys[1:], digests[1:], "m", None)
+    assert codec.decode_many(*wrong_digest, verified=True) == ([None], 1)
+    assert codec.intact(values[0]) and not codec.intact(flipped)
+
+
+@needs_speedups
 def test_decode_checks_the_model_and_the_digest_like_python() -> None:
     batch_keys, digests, values = _records(["a", b"b", "\udc80"], {"k": 1}, "float16")
     for args in [

@@ -12,10 +12,11 @@ invisible to reads and are purged a bounded number at a time inside writes.
 
 Size limit (``max_size``): the pages in use are checked after each write; over the
 limit, the least recently used entries are deleted down to 90% of it (so eviction runs
-once per tenth of the limit written, not on every write) and the freed pages go back to
-the file system (``auto_vacuum = INCREMENTAL``). Recency is a stamp in unix milliseconds,
-set by each write; a hit is stamped again only when its stamp is over a second old, and
-then in memory, written with the next write (or a second later), so reads stay reads.
+once per tenth of the limit written, not on every write) and the pages past the limit go
+back to the file system (``auto_vacuum = INCREMENTAL``); ``clear()`` gives back all.
+Recency is a stamp in unix milliseconds, set by each write; a hit is stamped again only
+when its stamp is over a second old, and then in memory, written with the next write (or
+a second later), so reads stay reads.
 Any process may evict; it happens inside its write transaction, so processes never see
 half of it.
 
@@ -423,9 +424,18 @@ class SQLiteBackend:
 
     def _give_back(self, checkpoint: bool = False) -> None:
         """Return free pages to the file system, in a transaction of their own (inside
-        one, Python's sqlite3 runs ``incremental_vacuum`` for one page only)."""
+        one, Python's sqlite3 runs ``incremental_vacuum`` for one page only). Under a
+        limit, only the pages past it: the rest are reused by the next writes, and
+        moving them out and back would cost as much as the writes themselves."""
         with self._session("vacuum", write=False) as conn:
-            conn.executescript("PRAGMA incremental_vacuum;")
+            pages = ""
+            if self.max_size is not None and not checkpoint:
+                total: int = conn.execute("PRAGMA page_count").fetchone()[0]
+                excess = total - self.max_size // self._page_size
+                if excess <= 0:
+                    return
+                pages = f"({excess})"
+            conn.executescript(f"PRAGMA incremental_vacuum{pages};")
             if checkpoint:  # best effort, never waits: the file shrinks now, not later
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 

@@ -137,7 +137,7 @@ class Lookup:
     """
 
     __slots__ = ("asynchronous", "breaker", "call", "computed", "degraded", "dimensions",
-                 "direct", "flights", "hint", "log", "loop", "owned", "rows", "store",
+                 "direct", "flights", "hint", "local", "log", "loop", "owned", "rows", "store",
                  "ticket")
 
     def __init__(self, call: Call, store: EntryStore, breaker: CircuitBreaker, flights: Flights,
@@ -154,6 +154,8 @@ class Lookup:
         self.hint: int | None = None
         """The output form the first hit recorded (decoded only when needed)."""
         self.computed = 0
+        self.local = 0
+        """Hits the in-process tier served."""
         # The function's own output when it is exactly the result (see ``_compute``).
         self.direct: Any = None
         # The backend failed during this call: its texts count as errors once, and the
@@ -197,7 +199,8 @@ class Lookup:
             leftovers = [i for i, _ in waiting if self.rows[i] is None]  # their owner failed
             yield from self._compute(leftovers + [misses[j] for j in claim.unclaimed],
                                      holding=False)
-        call.function.counters.add(hits=len(call.keys) - self.computed, misses=self.computed)
+        call.function.counters.add(hits=len(call.keys) - self.computed, misses=self.computed,
+                                   local_hits=self.local)
         return self._result()
 
     # -- steps ------------------------------------------------------------------------------
@@ -205,21 +208,26 @@ class Lookup:
     def _read(self, indexes: list[int]) -> Flow:
         """Read ``indexes`` into ``rows``; a failed or skipped read leaves them missing."""
         call = self.call
-        if not indexes or not self._may_use_backend(len(indexes)):
+        if not indexes or self.degraded:
             return
         everything = len(indexes) == len(call.keys)
         keys = call.keys if everything else [call.keys[i] for i in indexes]
+        # All hits in the in-process tier: no step to yield (it does no I/O), and no
+        # question for the breaker.
+        served = self.store.served_locally(keys, self.asynchronous)
+        if served is None and not self._may_use_backend(len(indexes)):
+            return
         digests = call.digests if everything else [call.digests[i] for i in indexes]
         unique = call.plan.unique
         texts = unique if everything else [unique[i] for i in indexes]
         try:
-            values, local = yield Read(keys)
+            values, local = served if served is not None else (yield Read(keys))
         except BackendError as exc:
             self._backend_failed(exc, len(keys))
             return
         if local < len(keys):
             self.breaker.record_success()
-        call.function.counters.add(local_hits=local)
+        self.local += local
         entries = self.store.decode(keys, digests, values, call.model_name, texts,
                                     corrupt_also_to=call.function.counters, local=local)
         found = [entry.embedding if entry is not None else None for entry in entries]
@@ -229,7 +237,10 @@ class Lookup:
             for i, row in zip(indexes, found):
                 self.rows[i] = row
         if self.hint is None:
-            self.hint = next((e.output_hint for e in entries if e is not None), None)
+            for entry in entries:
+                if entry is not None:
+                    self.hint = entry.output_hint
+                    break
         due = self.store.due_refreshes(keys, entries)
         if due:
             try:
