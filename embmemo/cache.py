@@ -53,6 +53,10 @@ class EmbeddingsCache:
         local_cache: Bytes of recently used entries kept in this process in front of the
             backend (``"32MiB"``; 0 turns it off). Default: ``EMBMEMO_LOCAL_CACHE``, else
             32 MiB on SQLite and standalone Redis.
+        coordinate: Decorated functions in every process sharing the backend compute a
+            missing text once: the first takes a short lease in the backend, the others
+            wait for its entry (bounded; a crashed owner's lease lapses). Default:
+            ``EMBMEMO_COORDINATE``, else False.
 
     Construction never connects; the first operation does.
     """
@@ -71,6 +75,7 @@ class EmbeddingsCache:
         dtype: str = "float32",
         max_size: int | str | None = None,
         local_cache: int | str | None = None,
+        coordinate: bool | None = None,
     ) -> None:
         if url is not None and redis_url is not None and url != redis_url:
             raise ConfigError("give url or redis_url, not two different URLs")
@@ -81,6 +86,7 @@ class EmbeddingsCache:
             refresh_ttl=refresh_ttl_on_read,
             max_size=max_size,
             local_cache=local_cache,
+            coordinate=coordinate,
         )
         self._setup(EntryStore(settings, dtype, connection_kwargs=connection_kwargs,
                                redis_client=redis_client,

@@ -38,6 +38,8 @@ ENV_VARS: dict[str, str] = {
     "EMBMEMO_MAX_SIZE": "Size limit of a SQLite or memory:// cache (bytes, or '512MiB'); "
                         "'none' for no limit. Default: 1GiB for the embedded default file, "
                         "none otherwise.",
+    "EMBMEMO_COORDINATE": "1/0: processes sharing the backend compute each missing text "
+                          "once (leases in the backend). Default: 0.",
     "EMBMEMO_LOCAL_CACHE": "Bytes of entries kept in process in front of the backend "
                            "('32MiB'); 0 turns it off. Default: 32MiB.",
 }
@@ -175,6 +177,8 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     max_size: int | None = None
     """Bytes a SQLite or memory:// cache may hold (None: no limit)."""
+    coordinate: bool = False
+    """Processes sharing the backend compute each missing text once (leases)."""
     local_cache: int | None = None
     """Bytes of entries kept in process in front of the backend (0: none; None: not
     set, so ``DEFAULT_LOCAL_CACHE`` where the backend can keep a tier coherent)."""
@@ -190,6 +194,7 @@ class Settings:
         on_error: str | None = None,
         max_size: int | str | None = None,
         local_cache: int | str | None = None,
+        coordinate: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Arguments win; what is None comes from ``EMBMEMO_*``, then the defaults."""
@@ -212,6 +217,8 @@ class Settings:
             url=resolved_url,
             max_size=_resolve_max_size(max_size, resolved_url, url or env.get("EMBMEMO_URL"),
                                        env),
+            coordinate=(coordinate if coordinate is not None
+                        else _env_bool(env, "EMBMEMO_COORDINATE", False)),
             local_cache=parse_size(local_cache, "local_cache") if local_cache is not None
             else parse_size(env["EMBMEMO_LOCAL_CACHE"], "EMBMEMO_LOCAL_CACHE")
             if env.get("EMBMEMO_LOCAL_CACHE", "").strip() else None,
@@ -246,7 +253,7 @@ class Settings:
     def __repr__(self) -> str:  # the dataclass repr would show the password
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in
                            ("name", "ttl", "refresh_ttl", "disable", "on_error", "timeout",
-                            "max_size", "local_cache"))
+                            "max_size", "local_cache", "coordinate"))
         return f"Settings(url={self.redacted_url!r}, {fields})"
 
 

@@ -197,6 +197,11 @@ class KeyScheme:
             raise InvalidInputError(f"{key!r} is not an entry key: its digest is not hex")
         return digest
 
+    def lease_key(self, key: str) -> str:
+        """Where a cross-process lease on computing ``key``'s entry lives: in the namespace
+        (so the ACL rule of the entries grants it), never matched by ``scan_pattern``."""
+        return f"{self.prefix}lease:{key[len(self.prefix):]}"
+
     def scan_pattern(self) -> str:
         """A SCAN MATCH glob that matches this namespace's entry keys and nothing else."""
         escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self.namespace)

@@ -29,6 +29,8 @@ class CacheInfo(NamedTuple):
         errors: Texts whose lookup or write failed on the backend.
         corrupt: Stored values that failed verification and were treated as misses.
         local_hits: Those of the hits the in-process tier served (no backend round trip).
+        waited: Those of the hits another process computed while this one waited for
+            it (``coordinate=True``).
     """
 
     hits: int
@@ -36,6 +38,7 @@ class CacheInfo(NamedTuple):
     errors: int
     corrupt: int
     local_hits: int = 0
+    waited: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -49,7 +52,7 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values = [0, 0, 0, 0, 0]
+        self._values = [0, 0, 0, 0, 0, 0]
         _locked.add(self)
 
     def new_lock(self) -> None:
@@ -57,7 +60,7 @@ class Counters:
         self._lock = threading.Lock()
 
     def add(self, hits: int = 0, misses: int = 0, errors: int = 0, corrupt: int = 0,
-            local_hits: int = 0) -> None:
+            local_hits: int = 0, waited: int = 0) -> None:
         """Add to the counters atomically."""
         with self._lock:
             values = self._values
@@ -66,6 +69,7 @@ class Counters:
             values[2] += errors
             values[3] += corrupt
             values[4] += local_hits
+            values[5] += waited
 
     def snapshot(self) -> CacheInfo:
         """The counters as they are now."""
@@ -75,7 +79,7 @@ class Counters:
     def reset(self) -> None:
         """Set every counter back to zero."""
         with self._lock:
-            self._values = [0, 0, 0, 0, 0]
+            self._values = [0, 0, 0, 0, 0, 0]
 
 
 class RateLimitedLog:

@@ -327,10 +327,12 @@ class EntryStore:
         texts: Sequence[Text] | None = None,
         corrupt_also_to: Counters | None = None,
         local: int = 0,
+        counted: bool = True,
     ) -> list[CacheEntry | None]:
         """Decode and verify; count hits (``local`` of them from the in-process tier),
         misses and corrupt values (corrupt ones also in ``corrupt_also_to``). ``texts``:
-        what the keys were computed from, when they were."""
+        what the keys were computed from, when they were. ``counted=False``: a read that
+        is not a lookup of its own (polling for another process's entries)."""
         entries, corrupt = codec.decode_many(values, keys, digests, model_name, texts,
                                              verified=0 < local == len(values))
         if corrupt:
@@ -343,9 +345,10 @@ class EntryStore:
             )
         # Counting None among the values, not the entries: a CacheEntry's __eq__ would run
         # for every hit.
-        hits = len(entries) - values.count(None) - corrupt
-        self.counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt,
-                          local_hits=local)
+        if counted:
+            hits = len(entries) - values.count(None) - corrupt
+            self.counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt,
+                              local_hits=local)
         return entries
 
     def retimed(self, key: str, value: bytes | None, ttl: float) -> Record | None:

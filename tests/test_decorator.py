@@ -340,7 +340,7 @@ def test_controls_wrapped_bypass_clear_and_disable(
     encode(["a"])
     assert len(recorder.calls) == 3
     encode.cache_clear()  # type: ignore[attr-defined]
-    assert encode.cache_info() == (0, 0, 0, 0, 0)  # type: ignore[attr-defined]
+    assert encode.cache_info() == (0, 0, 0, 0, 0, 0)  # type: ignore[attr-defined]
     assert not cache.exists("a", "st-model", **params)
     monkeypatch.setenv("EMBMEMO_DISABLE", "1")
     disabled = st_style(cache, recorder)

@@ -71,6 +71,14 @@ class Backend(Protocol):
         """Delete every entry key of ``namespace`` and nothing else; return the count."""
         ...
 
+    def lease_many(self, keys: Sequence[str], ttl_ms: int) -> list[bool]:
+        """Take each lease key nobody holds, for ``ttl_ms``; whether each was taken."""
+        ...
+
+    def release_many(self, keys: Sequence[str]) -> None:
+        """Give these lease keys up."""
+        ...
+
     def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
         """Every entry key of ``namespace`` (for ``embmemo stats``), in no particular order."""
         ...
@@ -111,6 +119,14 @@ class AsyncBackend(Protocol):
 
     async def clear(self, namespace: str, scan_pattern: str) -> int:
         """See ``Backend.clear``."""
+        ...
+
+    async def lease_many(self, keys: Sequence[str], ttl_ms: int) -> list[bool]:
+        """See ``Backend.lease_many``."""
+        ...
+
+    async def release_many(self, keys: Sequence[str]) -> None:
+        """See ``Backend.release_many``."""
         ...
 
     async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
@@ -174,6 +190,14 @@ class AsyncAdapter:
     async def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
         """See ``Backend.scan_keys``."""
         return await self._call(self.backend.scan_keys, namespace, scan_pattern)
+
+    async def lease_many(self, keys: Sequence[str], ttl_ms: int) -> list[bool]:
+        """See ``Backend.lease_many``."""
+        return await self._call(self.backend.lease_many, keys, ttl_ms)
+
+    async def release_many(self, keys: Sequence[str]) -> None:
+        """See ``Backend.release_many``."""
+        await self._call(self.backend.release_many, keys)
 
     async def close(self) -> None:
         """See ``Backend.close``."""

@@ -33,6 +33,8 @@ class MemoryStore:
         self._data: OrderedDict[str, tuple[bytes, float | None, int | None]] = OrderedDict()
         self._writes = 0
         self.used = 0
+        self._leases: dict[str, float] = {}
+        """Lease key -> when it lapses (monotonic clock)."""
 
     def _live(self, key: str, now: float) -> tuple[bytes, float | None, int | None] | None:
         item = self._data.get(key)
@@ -111,6 +113,22 @@ class MemoryStore:
                 self._remove(key)
             return len(doomed)
 
+    def lease_many(self, keys: Sequence[str], ttl_ms: int) -> list[bool]:
+        now = time.monotonic()
+        with self._lock:
+            taken = []
+            for key in keys:
+                free = self._leases.get(key, 0.0) <= now
+                if free:
+                    self._leases[key] = now + ttl_ms / 1000
+                taken.append(free)
+            return taken
+
+    def release_many(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._leases.pop(key, None)
+
     def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
         prefix = namespace + ":"
         now = time.monotonic()
@@ -171,6 +189,12 @@ class MemoryBackend:
 
     def scan_keys(self, namespace: str, scan_pattern: str) -> list[str]:
         return self._store.scan_keys(namespace, scan_pattern)
+
+    def lease_many(self, keys: Sequence[str], ttl_ms: int) -> list[bool]:
+        return self._store.lease_many(keys, ttl_ms)
+
+    def release_many(self, keys: Sequence[str]) -> None:
+        self._store.release_many(keys)
 
     def storage_size(self) -> StorageSize:
         """Bytes of keys and values in the store, and this backend's limit."""

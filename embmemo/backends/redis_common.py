@@ -41,6 +41,7 @@ from .redis_plans import (
     ServerFeatures,
     delete_plan,
     exists_plan,
+    lease_plan,
     read_plan,
     refresh_plan,
     scan_plan,
@@ -244,6 +245,12 @@ class SyncRedisFamily(RedisFamily):
         self.run("scan", scan_plan, scan_pattern, found)
         return [key.decode() for key in found]
 
+    def lease_many(self, keys: Sequence[str], ttl_ms: int) -> list[bool]:
+        return self.run("lease", lease_plan, keys, ttl_ms)
+
+    def release_many(self, keys: Sequence[str]) -> None:
+        self.run("lease release", delete_plan, keys)
+
     def server_version(self) -> str:
         """The server's name and version (for ``embmemo info``)."""
         return self.run("hello", server_plan)
@@ -289,6 +296,12 @@ class AsyncRedisFamily(RedisFamily):
         found: list[bytes] = []
         await self.run("scan", scan_plan, scan_pattern, found)
         return [key.decode() for key in found]
+
+    async def lease_many(self, keys: Sequence[str], ttl_ms: int) -> list[bool]:
+        return await self.run("lease", lease_plan, keys, ttl_ms)
+
+    async def release_many(self, keys: Sequence[str]) -> None:
+        await self.run("lease release", delete_plan, keys)
 
 
 class LoopClients(Generic[Client]):

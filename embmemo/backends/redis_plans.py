@@ -151,6 +151,15 @@ def write_plan(router: Router, records: Sequence[Record], max_value_bytes: int) 
                 f"{type(errors[0]).__name__}: {errors[0]}")
 
 
+def lease_plan(router: Router, keys: Sequence[str], ttl_ms: int) -> Plan[list[bool]]:
+    """SET NX PX each lease key: taken where nobody holds it."""
+    out: list[bool] = []
+    for chunk in chunks(keys, MAX_KEYS_PER_CHUNK):
+        replies = yield router.per_key([("SET", key, b"1", "NX", "PX", ttl_ms) for key in chunk])
+        out += [reply is not None and reply is not False for reply in checked(replies)]
+    return out
+
+
 def exists_plan(router: Router, keys: Sequence[str]) -> Plan[list[bool]]:
     """EXISTS each key, a chunk per round trip."""
     out: list[bool] = []

@@ -42,7 +42,8 @@ from ._limits import chunks
 from .base import Record, Refresh, StorageSize
 
 SCHEMA_VERSION = 2
-"""2: entries carry ``used_at`` (LRU eviction) and the file vacuums incrementally."""
+"""2: entries carry ``used_at`` (LRU eviction), the file vacuums incrementally, and a
+``leases`` table coordinates processes computing the same entries."""
 APPLICATION_ID = 0x454D424D  # b"EMBM": marks the file as ours in the SQLite header
 MIN_BUSY_TIMEOUT = 5.0
 """Seconds a statement waits for another writer's lock before failing."""
@@ -85,18 +86,27 @@ _SLIDE = (
 _DELETE_LIVE = (
     "DELETE FROM entries WHERE key IN (...) AND (expires_at IS NULL OR expires_at > ?)"
 )
+_LEASES_TABLE = (
+    "CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
+)
+_LEASE = (
+    "INSERT INTO leases (key, expires_at) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+    " SET expires_at = excluded.expires_at WHERE leases.expires_at <= ?"
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL,"
     " expires_at REAL, ttl_ms INTEGER, used_at INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS entries_expires_at ON entries (expires_at)"
     " WHERE expires_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS entries_used_at ON entries (used_at)",
+    _LEASES_TABLE,
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 _UPGRADE_FROM_1 = (
     "ALTER TABLE entries ADD COLUMN used_at INTEGER NOT NULL DEFAULT 0",
     "CREATE INDEX IF NOT EXISTS entries_used_at ON entries (used_at)",
+    _LEASES_TABLE,
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 _UPSERT = (
@@ -546,6 +556,18 @@ class SQLiteBackend:
         with self._session("scan", write=False) as conn:
             rows = conn.execute(_SCAN, (*_namespace_bounds(namespace), time.time())).fetchall()
         return [key for (key,) in rows]
+
+    def lease_many(self, keys: Sequence[str], ttl_ms: int) -> list[bool]:
+        """See ``Backend.lease_many``: a row per lease, in the same file."""
+        with self._session("lease", write=True) as conn:
+            now = time.time()
+            return [conn.execute(_LEASE, (key, now + ttl_ms / 1000, now)).rowcount == 1
+                    for key in keys]
+
+    def release_many(self, keys: Sequence[str]) -> None:
+        """See ``Backend.release_many``."""
+        with self._session("lease release", write=True) as conn:
+            conn.executemany("DELETE FROM leases WHERE key = ?", [(key,) for key in keys])
 
     def server_version(self) -> str:
         """The SQLite library's version (for ``embmemo info``)."""

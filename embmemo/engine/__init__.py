@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -26,9 +27,12 @@ from .flow import (
     Compute,
     Flow,
     FunctionState,
+    Lease,
     Lookup,
     Read,
     Refresh,
+    Release,
+    Sleep,
     Step,
     Wait,
     Write,
@@ -84,6 +88,8 @@ class LookupEngine:
                 return call.invoke(step.texts)
         if isinstance(step, Wait):
             return self.flights.wait(step.flights)
+        if isinstance(step, Sleep):
+            return time.sleep(step.seconds)
         method, argument = _storage_call(step, self.store.fetch, self.store.backend())
         return method(argument)
 
@@ -93,17 +99,23 @@ class LookupEngine:
                 return await call.invoke(step.texts)
         if isinstance(step, Wait):
             return await self.flights.wait_async(step.flights)
+        if isinstance(step, Sleep):
+            return await asyncio.sleep(step.seconds)
         method, argument = _storage_call(step, self.store.afetch, self.store.async_backend())
         return await method(argument)
 
 
 def _storage_call(step: Step, fetch: Callable[[Any], Any],
                   backend: Any) -> tuple[Callable[[Any], Any], Any]:
-    """The store or backend method a Read, Write or Refresh step calls, and its argument."""
+    """The store or backend method a storage step calls, and its argument."""
     if isinstance(step, Read):
         return fetch, step.keys
     if isinstance(step, Write):
         return backend.set_many, step.records
+    if isinstance(step, Lease):
+        return partial(backend.lease_many, ttl_ms=step.ttl_ms), step.keys
+    if isinstance(step, Release):
+        return backend.release_many, step.keys
     assert isinstance(step, Refresh)
     return backend.refresh_many, step.refreshes
 

@@ -16,7 +16,9 @@ the cache stores them, so a cold call returns exactly what a warm call will.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Generator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -72,7 +74,35 @@ class Wait(NamedTuple):
     flights: list[Flight]
 
 
-Step = Read | Refresh | Write | Compute | Wait
+class Lease(NamedTuple):
+    """Take the leases nobody holds, for ``ttl_ms``; the reply says which were taken."""
+
+    keys: list[str]
+    ttl_ms: int
+
+
+class Release(NamedTuple):
+    """Give these leases up (best effort); the reply is None."""
+
+    keys: list[str]
+
+
+class Sleep(NamedTuple):
+    """Pause (while another process computes); the reply is None."""
+
+    seconds: float
+
+
+Step = Read | Refresh | Write | Compute | Wait | Lease | Release | Sleep
+
+LEASE_SECONDS = 10.0
+"""How long a process may compute texts others wait for before its lease lapses (a
+crashed owner's texts are computed by a waiter after this)."""
+WAIT_SECONDS = 30.0
+"""The longest a caller waits for another process; then it computes the texts itself."""
+FIRST_POLL, LAST_POLL = 0.005, 0.1
+"""Seconds between reads of the entries another process is computing: growing from the
+first to the last."""
 Flow = Generator[Step, Any, Any]
 
 
@@ -137,8 +167,8 @@ class Lookup:
     """
 
     __slots__ = ("asynchronous", "breaker", "call", "computed", "degraded", "dimensions",
-                 "direct", "flights", "hint", "local", "log", "loop", "owned", "rows", "store",
-                 "ticket")
+                 "direct", "flights", "hint", "leased", "local", "log", "loop", "owned", "rows",
+                 "store", "ticket", "waited")
 
     def __init__(self, call: Call, store: EntryStore, breaker: CircuitBreaker, flights: Flights,
                  log: RateLimitedLog, loop: Callable[[], asyncio.AbstractEventLoop | None],
@@ -156,6 +186,10 @@ class Lookup:
         self.computed = 0
         self.local = 0
         """Hits the in-process tier served."""
+        self.waited = 0
+        """Hits another process computed while this call waited for them."""
+        self.leased: set[int] = set()
+        """Texts this call holds a cross-process lease on (``coordinate``)."""
         # The function's own output when it is exactly the result (see ``_compute``).
         self.direct: Any = None
         # The backend failed during this call: its texts count as errors once, and the
@@ -190,7 +224,13 @@ class Lookup:
                 for i in owned:
                     if self.rows[i] is not None:
                         self._publish(i)
-            yield from self._compute([i for i in owned if self.rows[i] is None], holding=True)
+            todo = [i for i in owned if self.rows[i] is None]
+            elsewhere: list[int] = []
+            if todo and self.store.settings.coordinate:
+                todo, elsewhere = yield from self._lease(todo)
+            yield from self._compute(todo, holding=True)
+            if elsewhere:
+                yield from self._await_other_processes(elsewhere)
             waiting = [(misses[j], flight) for j, flight in claim.waiting]
             if waiting:
                 values = yield Wait([flight for _, flight in waiting])
@@ -200,13 +240,14 @@ class Lookup:
             yield from self._compute(leftovers + [misses[j] for j in claim.unclaimed],
                                      holding=False)
         call.function.counters.add(hits=len(call.keys) - self.computed, misses=self.computed,
-                                   local_hits=self.local)
+                                   local_hits=self.local, waited=self.waited)
         return self._result()
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _read(self, indexes: list[int]) -> Flow:
-        """Read ``indexes`` into ``rows``; a failed or skipped read leaves them missing."""
+    def _read(self, indexes: list[int], counted: bool = True) -> Flow:
+        """Read ``indexes`` into ``rows``; a failed or skipped read leaves them missing.
+        ``counted=False``: a poll for another process's entries, not a lookup."""
         call = self.call
         if not indexes or self.degraded:
             return
@@ -229,7 +270,8 @@ class Lookup:
             self.breaker.record_success()
         self.local += local
         entries = self.store.decode(keys, digests, values, call.model_name, texts,
-                                    corrupt_also_to=call.function.counters, local=local)
+                                    corrupt_also_to=call.function.counters, local=local,
+                                    counted=counted)
         found = [entry.embedding if entry is not None else None for entry in entries]
         if everything:
             self.rows = found
@@ -255,7 +297,11 @@ class Lookup:
         for start in range(0, len(indexes), size):
             chunk = indexes[start:start + size]
             texts = [call.plan.unique[i] for i in chunk]
-            output = yield Compute(texts, holding)
+            try:
+                output = yield Compute(texts, holding)
+            except Exception:
+                yield from self._release(indexes[start:])  # waiters elsewhere: compute
+                raise
             if call.single:
                 row, form = forms.read_single(output, function.label)
                 matrix = row[np.newaxis]
@@ -273,11 +319,66 @@ class Lookup:
                 self._unstorable(computed.failures, texts)
             if computed.records:
                 yield from self._write(computed.records)
+            yield from self._release(chunk)
             for i in chunk:
                 self._publish(i)
             if (chunk == list(range(len(self.rows))) and not call.plan.has_duplicates
                     and not computed.failures and _exact(output, form, computed.stored_rows)):
                 self.direct = output  # nobody else holds it: the caller may have it as is
+
+    def _lease(self, indexes: list[int]) -> Generator[Step, Any, tuple[list[int], list[int]]]:
+        """Take cross-process leases on ``indexes``: (those to compute here, those another
+        process is computing). A text whose entry appeared meanwhile is neither. Without a
+        backend, everything is computed here."""
+        if self.degraded:
+            return indexes, []
+        scheme = self.store.scheme
+        try:
+            taken = yield Lease([scheme.lease_key(self.call.keys[i]) for i in indexes],
+                                round(LEASE_SECONDS * 1000))
+        except BackendError:  # fail open: no coordination, no wait
+            return indexes, []
+        mine = [i for i, got in zip(indexes, taken) if got]
+        self.leased.update(mine)
+        if mine:  # a lease given up since our read may mean its entry is there now
+            yield from self._read(mine, counted=False)
+            there = [i for i in mine if self.rows[i] is not None]
+            yield from self._release(there)
+            for i in there:
+                self._publish(i)
+            mine = [i for i in mine if self.rows[i] is None]
+        return mine, [i for i, got in zip(indexes, taken) if not got]
+
+    def _release(self, indexes: list[int]) -> Flow:
+        """Give up the leases held on ``indexes`` (best effort: they lapse anyway)."""
+        held = [i for i in indexes if i in self.leased]
+        if not held:
+            return
+        self.leased.difference_update(held)
+        scheme = self.store.scheme
+        with suppress(BackendError):
+            yield Release([scheme.lease_key(self.call.keys[i]) for i in held])
+
+    def _await_other_processes(self, indexes: list[int]) -> Flow:
+        """Read the entries other processes hold leases on until they are there, taking
+        over any lease that lapsed (its owner died); after ``WAIT_SECONDS``, or if the
+        backend fails, compute what is still missing here."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        delay = FIRST_POLL
+        pending = indexes
+        while pending and not self.degraded and time.monotonic() < deadline:
+            yield Sleep(delay)
+            delay = min(delay * 1.5, LAST_POLL)
+            yield from self._read(pending, counted=False)
+            arrived = [i for i in pending if self.rows[i] is not None]
+            self.waited += len(arrived)
+            for i in arrived:
+                self._publish(i)
+            pending = [i for i in pending if self.rows[i] is None]
+            if pending:
+                mine, pending = yield from self._lease(pending)
+                yield from self._compute(mine, holding=True)
+        yield from self._compute(pending, holding=True)
 
     def _write(self, records: list[Record]) -> Flow:
         if not self._may_use_backend(len(records)):
