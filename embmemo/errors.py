@@ -27,6 +27,26 @@ class BackendError(EmbmemoError):
     """The storage backend failed or timed out; the message never holds credentials."""
 
 
+class PartialBackendError(BackendError):
+    """Part of a batch failed (the keys of one cluster node, say) and the rest went through.
+
+    Attributes:
+        values: For a read, the values read, None where the read failed.
+        failed: For a read, the positions that failed.
+    """
+
+    def __init__(self, message: str, values: list[bytes | None] | None = None,
+                 failed: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.values = values
+        self.failed = failed
+
+
+class MigratingError(BackendError):
+    """A Redis Cluster slot stayed busy migrating (``TRYAGAIN``) past the retries: says
+    nothing of the cluster's health, so the circuit breaker does not count it."""
+
+
 class ValueTooLargeError(InvalidInputError, BackendError):
     """An entry larger than the backend accepts. Bad input for the direct API; for a
     decorated function, a write the cache cannot take, so the call still succeeds."""

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, Protocol
 
 from . import codec
 from .backends import AsyncBackend, Backend, Record, Refresh, StorageSize
+from .errors import PartialBackendError
 
 _FORGET_AFTER = 100_000
 """Invalidated keys remembered for reads in flight; past it, those reads are distrusted."""
@@ -211,6 +212,15 @@ class PendingRead:
         self.mark = mark
         self.missing = [key for key, value in zip(keys, values) if value is None]
 
+    def partly_failed(self, tier: LocalTier, error: PartialBackendError) -> PartialBackendError:
+        """The error of a backend read that failed in part, with the values and failed
+        positions of the whole read (the tier's included)."""
+        found = error.values or [None] * len(self.missing)
+        fetched = self.finish(tier, found)
+        missing = [i for i, value in enumerate(self.values) if value is None]
+        return PartialBackendError(str(error), fetched.values,
+                                   tuple(missing[j] for j in error.failed))
+
     def finish(self, tier: LocalTier, found: Sequence[bytes | None]) -> Fetched:
         """Merge the backend's values for ``missing``, and keep them in the tier."""
         if self.mark >= 0:
@@ -247,7 +257,10 @@ class TieredBackend:
         read = begin_read(self.tier, self.coherence, keys)
         if isinstance(read, Fetched):
             return read
-        return read.finish(self.tier, self.backend.get_many(read.missing))
+        try:
+            return read.finish(self.tier, self.backend.get_many(read.missing))
+        except PartialBackendError as exc:
+            raise read.partly_failed(self.tier, exc) from None
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """See ``Backend.get_many``."""
@@ -319,7 +332,10 @@ class AsyncTieredBackend:
         read = begin_read(self.tier, self.coherence, keys)
         if isinstance(read, Fetched):
             return read
-        return read.finish(self.tier, await self.backend.get_many(read.missing))
+        try:
+            return read.finish(self.tier, await self.backend.get_many(read.missing))
+        except PartialBackendError as exc:
+            raise read.partly_failed(self.tier, exc) from None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """See ``Backend.get_many``."""

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -97,42 +98,78 @@ class RedisServer(local_redis.LocalRedisServer):
 
 
 class RedisClusterProcesses:
-    """Three redis-server primaries formed into a cluster through redis-py (no redis-cli)."""
+    """Primaries (and optionally a replica of each) formed into a cluster through redis-py
+    (no redis-cli)."""
 
-    def __init__(self, nodes: int = 3) -> None:
+    def __init__(self, nodes: int = 3, replicas: int = 0, node_timeout_ms: int = 2000,
+                 *extra: str) -> None:
+        self.primaries = nodes
         self.servers = [
             RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", "2000")
-            for _ in range(nodes)
+                        "--cluster-node-timeout", str(node_timeout_ms), *extra)
+            for _ in range(nodes * (1 + replicas))
         ]
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+        return "redis+cluster://" + ",".join(
+            f"127.0.0.1:{s.port}" for s in self.servers[:self.primaries])
 
     def start(self, timeout: float = 30.0) -> RedisClusterProcesses:
         for server in self.servers:
             server.start()
         clients = [server.client() for server in self.servers]
-        slots_per_node = 16384 // len(clients)
-        for index, client in enumerate(clients):
+        primaries = clients[:self.primaries]
+        slots_per_node = 16384 // len(primaries)
+        for index, client in enumerate(primaries):
             first = index * slots_per_node
-            last = 16383 if index == len(clients) - 1 else first + slots_per_node - 1
+            last = 16383 if index == len(primaries) - 1 else first + slots_per_node - 1
             client.execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
         for server in self.servers[1:]:
             clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port)
-        deadline = time.monotonic() + timeout
-        while not all(_cluster_ok(client, len(clients)) for client in clients):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test cluster did not converge")
-            time.sleep(0.1)
+        self._wait(lambda: all(_cluster_ok(client, len(clients)) for client in clients),
+                   timeout, "the test cluster did not converge")
+        for index, replica in enumerate(clients[self.primaries:]):
+            primary = primaries[index % self.primaries]
+            primary_id = primary.execute_command("CLUSTER", "MYID")
+            replica.execute_command("CLUSTER", "REPLICATE", _text(primary_id))
+        self._wait(lambda: all(_replicating(client) for client in clients[self.primaries:]),
+                   timeout, "the replicas did not sync")
         for client in clients:
             client.close()
         return self
 
+    @staticmethod
+    def _wait(ready: Callable[[], bool], timeout: float, problem: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(problem)
+            time.sleep(0.1)
+
+    def primary_of(self, slot: int) -> RedisServer:
+        """The server that serves ``slot`` now (after failovers too)."""
+        for server in self.servers:
+            if server.process is None:
+                continue
+            with server.client() as client:
+                for first, last, (_, port, *_), *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if first <= slot <= last:
+                        return next(s for s in self.servers if s.port == int(port))
+        raise RuntimeError(f"nobody serves slot {slot}")
+
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _replicating(client: redis.Redis) -> bool:
+    info = client.info("replication")
+    return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
 
 def _cluster_ok(client: redis.Redis, nodes: int) -> bool:

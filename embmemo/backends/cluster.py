@@ -14,7 +14,9 @@ standalone server's; this module adds the router and the two ways of sending a b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from typing import Any
 
@@ -24,7 +26,11 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    ClusterError,
     ConnectionError,
+    RedisClusterException,
+    RedisError,
+    TimeoutError,
     TryAgainError,
 )
 from redis.retry import Retry as SyncRetry
@@ -46,13 +52,42 @@ from .redis_common import (
 from .redis_plans import Command
 
 _REROUTE = (AskError, TryAgainError, ClusterDownError, ConnectionError)  # AskError: MOVED too
+MIGRATION_WAIT = 5.0
+"""Seconds a command may keep getting TRYAGAIN (a slot moving with keys of the command on
+both sides) before it is given up; then it fails without counting against the breaker."""
+FIRST_RETRY = 0.01
+REMAP_EVERY = 1.0
+"""Seconds between reads of the slot map after a node failed to answer."""
+
+
+def still_moving(error: Any) -> Any:
+    """redis-py's cluster pipeline gives up on a command redirected too often in a row
+    ("TTL exhausted"): during a slot migration that is TRYAGAIN answered again and again,
+    so it is one, and waited out like one."""
+    if isinstance(error, ClusterError) and "TTL exhausted" in str(error):
+        return TryAgainError(str(error))
+    return error
+
+
+def migration_backoff(first: float = 0.0) -> Iterator[float]:
+    """Pauses before each new attempt: ``first``, then 10 ms doubling to 200 ms, for at
+    most ``MIGRATION_WAIT`` in all."""
+    delay, waited = first, 0.0
+    while waited <= MIGRATION_WAIT:
+        yield delay
+        waited += delay
+        delay = min(max(delay * 2, FIRST_RETRY), 0.2)
 
 
 class ClusterRouter:
-    """Commands to the primary serving their keys' hash slot."""
+    """Commands to the primary serving their keys' hash slot; reads (``MGET``) to a
+    replica when the client was made to read from replicas (``read_from_replicas`` or
+    ``load_balancing_strategy``), chosen by redis-py's own balancing."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.replica_reads = bool(getattr(client, "read_from_replicas", False)
+                                  or getattr(client, "load_balancing_strategy", None))
 
     def _owners(self, slots: Sequence[int]) -> list[Any]:
         """The primary serving each slot, read off redis-py's slot table (no lock per slot)."""
@@ -60,15 +95,24 @@ class ClusterRouter:
         table, lookup = manager.slots_cache, manager.get_node_from_slot
         return [table[slot][0] if table.get(slot) else lookup(slot) for slot in slots]
 
+    def _readers(self, slots: Sequence[int]) -> list[Any]:
+        """A node to read each slot from: a replica or the primary, as redis-py balances."""
+        lookup = self.client.nodes_manager.get_node_from_slot
+        strategy = getattr(self.client, "load_balancing_strategy", None)
+        if strategy is not None:
+            return [lookup(slot, load_balancing_strategy=strategy) for slot in slots]
+        return [lookup(slot, read_from_replicas=True) for slot in slots]
+
     def grouped(self, keys: Sequence[Any], start: int, stop: int,
                 name: str) -> tuple[list[Sequence[int]], list[Command]]:
         groups: dict[int, list[int]] = {}
         keyslot = self.client.keyslot
         for index in range(start, stop):
             groups.setdefault(keyslot(keys[index]), []).append(index)
+        nodes = (self._readers if name == "MGET" and self.replica_reads
+                 else self._owners)(list(groups))
         commands = [((name, *[keys[i] for i in group]), node)
-                    for group, node in zip(groups.values(), self._owners(list(groups)),
-                                           strict=True)]
+                    for group, node in zip(groups.values(), nodes, strict=True)]
         return list(groups.values()), commands
 
     def per_key(self, rows: Sequence[tuple[Any, ...]]) -> list[Command]:
@@ -130,6 +174,7 @@ class ClusterBackend(_Cluster, SyncRedisFamily):
     def __init__(self, url: str, client: Any = None, **settings: Any) -> None:
         super().__init__(url, client, **settings)
         self._client = client
+        self._mapped_at = 0.0
 
     def router(self) -> ClusterRouter:
         if self._client is None:  # the sync client maps the cluster right away
@@ -149,24 +194,50 @@ class ClusterBackend(_Cluster, SyncRedisFamily):
                 pool = self._client.get_redis_connection(node).connection_pool
                 try:
                     connection = stack.enter_context(checked_out(pool))
+                    connection.send_packed_command(
+                        packed(connection, [commands[i][0] for i in indices]))
                 except ConnectionError as exc:  # the node is gone: rerouted below
-                    for index in indices:
-                        replies[index] = exc
+                    self._node_failed(replies, indices, exc)
                     continue
-                connection.send_packed_command(
-                    packed(connection, [commands[i][0] for i in indices]))
                 sent.append((connection, indices))
             for connection, indices in sent:
-                for index, reply in zip(indices, read_replies(connection, len(indices))):
-                    replies[index] = reply
+                try:
+                    for index, reply in zip(indices, read_replies(connection, len(indices))):
+                        replies[index] = reply
+                except (ConnectionError, TimeoutError) as exc:  # died mid-reply: that node
+                    connection.disconnect()  # alone, its commands rerouted below
+                    self._node_failed(replies, indices, exc)
         again = [i for i, reply in enumerate(replies) if isinstance(reply, _REROUTE)]
-        if again:  # routed by key this time, following redirections
-            pipe = self._client.pipeline()
+        for delay in migration_backoff():
+            if not again:
+                break
+            time.sleep(delay)  # 0 the first time: a plain redirection goes again at once
+            pipe = self._client.pipeline()  # routed by key, following redirections
             for index in again:
                 pipe.execute_command(*commands[index][0])
-            for index, reply in zip(again, pipe.execute(raise_on_error=False), strict=True):
-                replies[index] = reply
+            try:
+                redone = pipe.execute(raise_on_error=False)
+            except (RedisError, RedisClusterException) as exc:  # a node is down: its
+                for index in again:  # commands fail, the other nodes' replies stand
+                    replies[index] = still_moving(exc)
+                again = [i for i in again if isinstance(replies[i], TryAgainError)]
+                continue
+            for index, reply in zip(again, redone, strict=True):
+                replies[index] = still_moving(reply)
+            again = [i for i in again if isinstance(replies[i], TryAgainError)]
         return replies
+
+    def _node_failed(self, replies: list[Any], indices: list[int], error: Exception) -> None:
+        """A node did not answer: its commands hold the error (to be sent again through
+        the cluster client), and the slot map is read again, at most once a second, so a
+        replica promoted meanwhile takes the node's place."""
+        for index in indices:
+            replies[index] = error
+        now = time.monotonic()
+        if now - self._mapped_at >= REMAP_EVERY:
+            self._mapped_at = now
+            with suppress(RedisError, RedisClusterException):
+                self._client.nodes_manager.initialize()
 
     def close(self) -> None:
         if self._client is not None and self._owns_client:
@@ -194,13 +265,51 @@ class AsyncClusterBackend(_Cluster, AsyncRedisFamily):
     async def send(self, commands: list[Command]) -> list[Any]:
         """The cluster pipeline: every node's share at once, redirections followed."""
         self.round_trips += 1
-        pipe = (await self._cluster()).pipeline()
-        for command, node in commands:
-            pipe.execute_command(*command, target_nodes=node)
-        return list(await pipe.execute(raise_on_error=False))
+        client = await self._cluster()
+        by_node: dict[str, list[int]] = {}
+        for index, (_, node) in enumerate(commands):
+            by_node.setdefault(node.name, []).append(index)
+        replies: list[Any] = [None] * len(commands)
+        groups = list(by_node.values())
+        # A pipeline per node, all at once: a node that is down fails its own commands.
+        results = await asyncio.gather(
+            *(_pipelined(client, [(commands[i][0], commands[i][1]) for i in group])
+              for group in groups), return_exceptions=True)
+        for group, result in zip(groups, results, strict=True):
+            for position, index in enumerate(group):
+                replies[index] = still_moving(
+                    result if isinstance(result, BaseException) else result[position])
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, TryAgainError)]
+        for delay in migration_backoff(first=FIRST_RETRY):
+            if not again:
+                break
+            await asyncio.sleep(delay)
+            try:
+                redone = await _pipelined(client, [(commands[i][0], None) for i in again])
+            except (RedisError, RedisClusterException) as exc:
+                for index in again:
+                    replies[index] = still_moving(exc)
+                again = [i for i in again if isinstance(replies[i], TryAgainError)]
+                continue
+            for index, reply in zip(again, redone, strict=True):
+                replies[index] = still_moving(reply)
+            again = [i for i in again if isinstance(replies[i], TryAgainError)]
+        return replies
 
     async def close(self) -> None:
         await self._clients.close()
+
+
+async def _pipelined(client: Any, commands: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
+    """One cluster pipeline: each command to its node (None: routed by key), redirections
+    followed; errors as values."""
+    pipe = client.pipeline()
+    for command, node in commands:
+        if node is None:
+            pipe.execute_command(*command)
+        else:
+            pipe.execute_command(*command, target_nodes=node)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 async def _close(client: Any) -> None:

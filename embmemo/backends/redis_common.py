@@ -27,15 +27,23 @@ from typing import Any, Generic, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, MigratingError, PartialBackendError
 from ..sansio import adrive, drive
 from ..urls import redact_url
 from ._limits import MAX_VALUE_BYTES, ReadChunker
 from .base import Record, Refresh
 from .redis_plans import (
     Command,
+    PartialReadError,
+    PartialWriteError,
     Plan,
     Router,
     ServerFeatures,
@@ -196,12 +204,21 @@ class RedisFamily:
 
     @contextmanager
     def errors(self, operation: str) -> Iterator[None]:
-        """Turn client errors into ``BackendError`` with every secret scrubbed."""
+        """Turn client errors into ``BackendError`` with every secret scrubbed: a
+        ``PartialBackendError`` when part of a batch went through, a ``MigratingError``
+        for a slot that stayed busy migrating."""
         try:
             yield
         except (RedisError, RedisClusterException, OSError) as exc:
             detail = scrub(f"{type(exc).__name__}: {exc}", self.secrets)
-            raise BackendError(f"{operation} on {self.url} failed: {detail}") from None
+            message = f"{operation} on {self.url} failed: {detail}"
+            if isinstance(exc, PartialReadError):
+                raise PartialBackendError(message, exc.values, tuple(exc.failed)) from None
+            if isinstance(exc, PartialWriteError):
+                raise PartialBackendError(message) from None
+            if isinstance(exc, TryAgainError):
+                raise MigratingError(message) from None
+            raise BackendError(message) from None
 
 
 class SyncRedisFamily(RedisFamily):

@@ -74,6 +74,16 @@ class PartialWriteError(RedisError):
     """A batch write failed part way: some entries were written, some not."""
 
 
+class PartialReadError(RedisError):
+    """Some commands of a batch read failed (a cluster node down): ``values`` holds what
+    the others read, None at the ``failed`` positions."""
+
+    def __init__(self, message: str, values: list[bytes | None], failed: list[int]) -> None:
+        super().__init__(message)
+        self.values = values
+        self.failed = failed
+
+
 def dropped_mid_reply(error: object) -> bool:
     """Whether a reply is a connection the server closed on an established connection
     (as it does when replies pass its client-output-buffer-limit), not a failed connect."""
@@ -96,6 +106,8 @@ def read_plan(router: Router, keys: Sequence[str], chunker: ReadChunker) -> Plan
     """MGET every key: as many keys per round trip as the chunker's budget allows, cut into
     MGETs the client parses while the server answers the next."""
     out: list[bytes | None] = [None] * len(keys)
+    failed: list[int] = []
+    first_error: Exception | None = None
     start = attempts = 0
     while start < len(keys):
         stop = min(len(keys), start + chunker.wave_size())
@@ -115,14 +127,22 @@ def read_plan(router: Router, keys: Sequence[str], chunker: ReadChunker) -> Plan
             if attempts > 1:
                 chunker.shrink()
             continue
-        for group, values in zip(groups, checked(replies), strict=True):
-            if type(group) is range:
+        for group, values in zip(groups, replies, strict=True):
+            if isinstance(values, Exception):  # this node failed; the others stand
+                failed.extend(group)
+                first_error = first_error or values
+            elif type(group) is range:
                 out[group.start:group.stop] = values
             else:
                 for index, value in zip(group, values, strict=True):
                     out[index] = value
         chunker.observe(out[start:stop])
         start = stop
+    if first_error is not None:
+        if len(failed) == len(keys):
+            raise first_error
+        raise PartialReadError(f"{len(failed)} of {len(keys)} keys could not be read: "
+                               f"{type(first_error).__name__}: {first_error}", out, failed)
     return out
 
 

@@ -27,7 +27,13 @@ import numpy.typing as npt
 
 from .. import backends, forms
 from ..backends import Record
-from ..errors import BackendError, EmbeddingOutputError, ValueTooLargeError
+from ..errors import (
+    BackendError,
+    EmbeddingOutputError,
+    MigratingError,
+    PartialBackendError,
+    ValueTooLargeError,
+)
 from ..forms import DEFAULT_FORM, BatchPlan, OutputForm
 from ..keys import Text
 from ..stats import Counters, RateLimitedLog
@@ -168,7 +174,7 @@ class Lookup:
 
     __slots__ = ("asynchronous", "breaker", "call", "computed", "degraded", "dimensions",
                  "direct", "flights", "hint", "leased", "local", "log", "loop", "owned", "rows",
-                 "store", "ticket", "waited")
+                 "store", "ticket", "unreachable", "waited")
 
     def __init__(self, call: Call, store: EntryStore, breaker: CircuitBreaker, flights: Flights,
                  log: RateLimitedLog, loop: Callable[[], asyncio.AbstractEventLoop | None],
@@ -190,6 +196,9 @@ class Lookup:
         """Hits another process computed while this call waited for them."""
         self.leased: set[int] = set()
         """Texts this call holds a cross-process lease on (``coordinate``)."""
+        self.unreachable: set[str] = set()
+        """Keys whose part of the backend (a cluster node) failed in this call: not read
+        or written again by it."""
         # The function's own output when it is exactly the result (see ``_compute``).
         self.direct: Any = None
         # The backend failed during this call: its texts count as errors once, and the
@@ -249,6 +258,8 @@ class Lookup:
         """Read ``indexes`` into ``rows``; a failed or skipped read leaves them missing.
         ``counted=False``: a poll for another process's entries, not a lookup."""
         call = self.call
+        if self.unreachable:
+            indexes = [i for i in indexes if call.keys[i] not in self.unreachable]
         if not indexes or self.degraded:
             return
         everything = len(indexes) == len(call.keys)
@@ -263,6 +274,10 @@ class Lookup:
         texts = unique if everything else [unique[i] for i in indexes]
         try:
             values, local = served if served is not None else (yield Read(keys))
+        except PartialBackendError as exc:  # one node of a cluster: the others' hits stand
+            values, local = exc.values or [None] * len(keys), 0
+            self.unreachable.update(keys[i] for i in exc.failed)
+            self._partly_failed(exc, len(exc.failed))
         except BackendError as exc:
             self._backend_failed(exc, len(keys))
             return
@@ -381,7 +396,9 @@ class Lookup:
         yield from self._compute(pending, holding=True)
 
     def _write(self, records: list[Record]) -> Flow:
-        if not self._may_use_backend(len(records)):
+        if self.unreachable:
+            records = [r for r in records if r.key not in self.unreachable]
+        if not records or not self._may_use_backend(len(records)):
             return
         try:
             yield Write(records)
@@ -390,6 +407,8 @@ class Lookup:
             if self.call.function.raise_errors:
                 raise
             self.log.warning("too-large", "embmemo: not caching an entry: %s", exc)
+        except PartialBackendError as exc:  # one node of a cluster: the rest was written
+            self._partly_failed(exc, len(records))
         except BackendError as exc:
             self._backend_failed(exc, len(records))
         else:
@@ -415,6 +434,14 @@ class Lookup:
             self.ticket = ticket
         return True
 
+    def _partly_failed(self, exc: PartialBackendError, texts: int) -> None:
+        """Part of a batch failed (a cluster node): count those texts as errors, keep
+        going with the rest; the breaker, which guards the whole backend, is left alone."""
+        self.call.function.counters.add(errors=texts)
+        if self.call.function.raise_errors:
+            raise exc
+        self.log.warning("partial", "embmemo: part of the cache unavailable: %s", exc)
+
     def _backend_failed(self, exc: BackendError | None, texts: int) -> None:
         """Fail open: count, log now and then, trip the breaker; or raise if strict.
 
@@ -425,8 +452,8 @@ class Lookup:
         if not self.degraded:
             function.counters.add(errors=texts)
         self.degraded = True
-        if exc is not None:
-            self.breaker.record_failure()
+        if exc is not None and not isinstance(exc, MigratingError):  # a slot moving: no
+            self.breaker.record_failure()  # sign of the backend's health
         if function.raise_errors:
             raise exc or CircuitOpenError(
                 f"the cache backend failed repeatedly; {function.label} skips it for "
