@@ -123,7 +123,8 @@ class LocalTier:
             self._invalidate(keys)
             if keep:
                 for key, value, _ in records:
-                    self._add(key, value, now)
+                    if codec.intact(value):  # written by anyone: checked like a read
+                        self._add(key, value, now)
 
     def invalidate(self, keys: Sequence[str]) -> None:
         """These keys changed on the backend."""

@@ -28,7 +28,9 @@ def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 def commands_sent(raw: redis.Redis, action: object) -> list[list[str]]:
-    """Run ``action`` and return the commands the server saw (from the slow log)."""
+    """Run ``action`` and return the commands the server saw (from the slow log). The
+    caches measured this way have no in-process tier (``local_cache=0``): hits served in
+    process send nothing, and its invalidation connection sends commands of its own."""
     raw.config_set("slowlog-log-slower-than", 0)
     raw.config_set("slowlog-max-len", 10000)
     raw.slowlog_reset()
@@ -42,7 +44,7 @@ def commands_sent(raw: redis.Redis, action: object) -> list[list[str]]:
 def test_ttl_is_set_atomically_and_reads_are_one_round_trip(
     redis_server: RedisServer, raw: redis.Redis, namespace: str
 ) -> None:
-    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=0.8)
+    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=0.8, local_cache=0)
     cache.set("warm", MODEL, [1.0])  # connects, so the log below holds only the operations
     texts = [f"t{i}" for i in range(50)]
     sent = commands_sent(raw, lambda: cache.mset(
@@ -69,8 +71,8 @@ def test_ttl_is_set_atomically_and_reads_are_one_round_trip(
 async def test_refresh_restores_the_written_ttl_and_never_adds_one(
     redis_server: RedisServer, raw: redis.Redis, namespace: str, asynchronous: bool
 ) -> None:
-    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=100)
-    forever = EmbeddingsCache(name=namespace + "n", url=redis_server.url)
+    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=100, local_cache=0)
+    forever = EmbeddingsCache(name=namespace + "n", url=redis_server.url, local_cache=0)
 
     async def get_by_key(on: EmbeddingsCache, key: str) -> object:
         return await on.aget_by_key(key) if asynchronous else on.get_by_key(key)
@@ -95,7 +97,8 @@ async def test_refresh_restores_the_written_ttl_and_never_adds_one(
 def test_a_refresh_never_gives_a_ttl_to_an_entry_rewritten_without_one(
     valkey_url: str, namespace: str
 ) -> None:
-    cache = EmbeddingsCache(name=namespace, url=valkey_url)  # PEXPIRE ... XX: Redis 7, Valkey
+    # PEXPIRE ... XX: Redis 7, Valkey
+    cache = EmbeddingsCache(name=namespace, url=valkey_url, local_cache=0)
     key = cache.set("rewritten", MODEL, [1.0])  # no TTL now, whatever a reader saw before
     cache.store.backend().refresh_many([Refresh(key, 5_000)])
     with redis.Redis.from_url(valkey_url) as raw:
@@ -108,7 +111,7 @@ def test_refresh_on_a_server_without_pexpire_options(namespace: str) -> None:
     with running(binary=binary) as server, server.client() as raw:
         if int(raw.info()["redis_version"].split(".")[0]) >= 7:
             pytest.fail(f"{binary} is not the pre-7 server this test needs")
-        cache = EmbeddingsCache(name=namespace, url=server.url, ttl=0.8)
+        cache = EmbeddingsCache(name=namespace, url=server.url, ttl=0.8, local_cache=0)
         key = cache.set("old server", MODEL, [1.0])
         time.sleep(0.25)
         raw.pexpire(key, 300)
@@ -120,7 +123,7 @@ def test_refresh_on_a_server_without_pexpire_options(namespace: str) -> None:
 async def test_script_flush_and_many_concurrent_hits(
     redis_server: RedisServer, raw: redis.Redis, namespace: str
 ) -> None:
-    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=0.8)
+    cache = EmbeddingsCache(name=namespace, url=redis_server.url, ttl=0.8, local_cache=0)
 
     @cached_embedding(model=MODEL, cache=cache)
     async def embed(text: str) -> list[float]:
