@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -55,6 +56,24 @@ def running(*extra: str, **kwargs: Any) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def reports_of(target: Callable[..., None], args: list[tuple[Any, ...]],
+               timeout: float = 120) -> list[Any]:
+    """Run ``target(*each, queue)`` in a spawned process per ``each`` of ``args``; what
+    each put on the queue, in the order they finished (stragglers are killed)."""
+    spawn = multiprocessing.get_context("spawn")
+    out = spawn.Queue()
+    procs = [spawn.Process(target=target, args=(*each, out)) for each in args]
+    for proc in procs:
+        proc.start()
+    try:
+        return [out.get(timeout=timeout) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
 
 
 @contextmanager

@@ -104,11 +104,22 @@ class RedisClusterProcesses:
     def __init__(self, nodes: int = 3, replicas: int = 0, node_timeout_ms: int = 2000,
                  *extra: str) -> None:
         self.primaries = nodes
-        self.servers = [
-            RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+        self.options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", str(node_timeout_ms), *extra)
-            for _ in range(nodes * (1 + replicas))
-        ]
+        self.servers = [RedisServer(*self.options) for _ in range(nodes * (1 + replicas))]
+
+    def _start_servers(self) -> None:
+        """Start every node; one whose port (or bus port, +10000) was taken meanwhile by
+        another process gets another port."""
+        for index in range(len(self.servers)):
+            for attempt in range(5):
+                try:
+                    self.servers[index].start()
+                    break
+                except RuntimeError:
+                    if attempt == 4:
+                        raise
+                    self.servers[index] = RedisServer(*self.options)
 
     @property
     def url(self) -> str:
@@ -116,8 +127,7 @@ class RedisClusterProcesses:
             f"127.0.0.1:{s.port}" for s in self.servers[:self.primaries])
 
     def start(self, timeout: float = 30.0) -> RedisClusterProcesses:
-        for server in self.servers:
-            server.start()
+        self._start_servers()
         clients = [server.client() for server in self.servers]
         primaries = clients[:self.primaries]
         slots_per_node = 16384 // len(primaries)
@@ -135,6 +145,9 @@ class RedisClusterProcesses:
             replica.execute_command("CLUSTER", "REPLICATE", _text(primary_id))
         self._wait(lambda: all(_replicating(client) for client in clients[self.primaries:]),
                    timeout, "the replicas did not sync")
+        if len(clients) > self.primaries:  # and every node tells clients of every replica
+            self._wait(lambda: all(_slots_replicated(client) for client in clients),
+                       timeout, "the nodes did not learn of every replica")
         for client in clients:
             client.close()
         return self
@@ -165,6 +178,11 @@ class RedisClusterProcesses:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _slots_replicated(client: redis.Redis) -> bool:
+    """Whether this node's CLUSTER SLOTS names a replica for every range."""
+    return all(len(entry) >= 4 for entry in client.execute_command("CLUSTER", "SLOTS"))
 
 
 def _replicating(client: redis.Redis) -> bool:

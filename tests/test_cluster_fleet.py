@@ -4,6 +4,7 @@ they run once, not per backend."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -133,19 +134,35 @@ class Load:
         return float(np.mean(rates)) if rates else float("nan")
 
 
-def decorated(cache: EmbeddingsCache) -> Any:
+def decorated(cache: EmbeddingsCache, asynchronous: bool = False) -> Any:
+    """A decorated embed function; an async one is called on a loop of its own, so
+    either is called the same way from a thread."""
+    if not asynchronous:
+        @cached_embedding(model=MODEL, cache=cache)
+        def embed(texts: list[str]) -> np.ndarray:
+            return np.stack([vector(t) for t in texts])
+
+        return embed
+
     @cached_embedding(model=MODEL, cache=cache)
-    def embed(texts: list[str]) -> np.ndarray:
+    async def aembed(texts: list[str]) -> np.ndarray:
         return np.stack([vector(t) for t in texts])
 
-    return embed
+    loop = asyncio.new_event_loop()
+
+    def call(texts: list[str]) -> np.ndarray:
+        return loop.run_until_complete(aembed(texts))
+
+    call.cache_info = aembed.cache_info  # type: ignore[attr-defined]
+    return call
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_a_primary_failover_under_load_keeps_the_healthy_nodes_hits(
         replicated: RedisClusterProcesses, namespace: str,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], asynchronous: bool) -> None:
     cache = EmbeddingsCache(name=namespace, url=replicated.url)
-    embed = decorated(cache)
+    embed = decorated(cache, asynchronous)
     texts = [f"failover text {i}" for i in range(600)]
     embed(texts)
     wait_replicated(replicated)
@@ -165,7 +182,8 @@ def test_a_primary_failover_under_load_keeps_the_healthy_nodes_hits(
     after = load.hit_rate(healed + 0.5, time.monotonic())
     worst = max(seconds for _, seconds, _ in load.calls)
     with capsys.disabled():
-        print(f"\nfailover: {healed - killed:.1f} s to a new primary; hit rate during it "
+        mode = "async" if asynchronous else "sync"
+        print(f"\nfailover ({mode}): {healed - killed:.1f} s to a new primary; hit rate during it "
               f"{during:.0%}, after {after:.0%}; worst call {worst * 1000:.0f} ms; "
               f"{len(load.calls)} calls, 0 wrong vectors")
     assert during >= 0.5  # two thirds of the keys live on healthy primaries
@@ -190,11 +208,13 @@ def _wait_for_failover(cluster: RedisClusterProcesses, victim: Any) -> float:
     raise AssertionError("no replica took over")
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_resharding_a_hash_tagged_namespace_under_load_fails_nothing(
-        replicated: RedisClusterProcesses, capsys: pytest.CaptureFixture[str]) -> None:
+        replicated: RedisClusterProcesses, capsys: pytest.CaptureFixture[str],
+        asynchronous: bool) -> None:
     name = "{fleet}"  # every key of the namespace in one slot
     cache = EmbeddingsCache(name=name, url=replicated.url)
-    embed = decorated(cache)
+    embed = decorated(cache, asynchronous)
     cached = [f"moving text {i}" for i in range(1500)]
     for start in range(0, len(cached), 500):
         embed(cached[start:start + 500])
@@ -231,7 +251,9 @@ def test_resharding_a_hash_tagged_namespace_under_load_fails_nothing(
     info = embed.cache_info()
     worst = max(seconds for _, seconds, _ in load.calls)
     with capsys.disabled():
-        print(f"\nresharding: {moved} keys of one slot moved in {took:.2f} s under load; "
+        mode = "async" if asynchronous else "sync"
+        print(f"\nresharding ({mode}): {moved} keys of one slot moved in {took:.2f} s "
+              "under load; "
               f"{len(load.calls)} calls, {info.errors} errors, worst call "
               f"{worst * 1000:.0f} ms, 0 wrong vectors")
     assert load.wrong == 0

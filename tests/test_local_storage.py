@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import redis
 from local_workers import DIM, MODEL, serve_changes, vector, write_under_limit
+from reliability_support import reports_of
 
 from embmemo import ConfigError, EmbeddingsCache, cached_embedding
 from embmemo.config import DEFAULT_MAX_SIZE, Settings, parse_size
@@ -166,17 +167,7 @@ def test_sqlite_limit_with_four_processes_loses_nothing_recent(tmp_path: Path) -
     path = tmp_path / "shared.sqlite3"
     limit = 200 * ENTRY
     url = f"sqlite:///{path}?max_size={limit}"
-    out = SPAWN.Queue()
-    procs = [SPAWN.Process(target=write_under_limit, args=(url, w, 40, out)) for w in range(4)]
-    for proc in procs:
-        proc.start()
-    try:
-        results = dict(out.get(timeout=120) for _ in procs)
-    finally:
-        for proc in procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
+    results = dict(reports_of(write_under_limit, [(url, w, 40) for w in range(4)]))
     assert results == {w: [] for w in range(4)}  # no "database is locked", no lost write
     cache = EmbeddingsCache(name="limit", url=url, local_cache=0)
     assert cache.store.backend().storage_size().used <= limit
@@ -422,3 +413,28 @@ def test_a_damaged_value_never_enters_the_tier(tmp_path: Path) -> None:
         assert cache.get("q", MODEL) is None
     info = cache.stats()
     assert info.corrupt == 3 and info.local_hits == 0
+
+
+def test_a_user_without_the_tiers_grants_gets_one_warning_and_no_tier(
+        namespace: str, caplog: pytest.LogCaptureFixture) -> None:
+    from reliability_support import running
+
+    with running() as server, server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "plain", "on", ">pw", f"~{namespace}:*",
+                              "resetchannels", "-@all", "+set", "+mget", "+exists",
+                              "+unlink", "+scan", "+pexpire", "+client|setname")
+        admin.acl_log_reset()
+        url = f"redis://plain:pw@127.0.0.1:{server.port}/0"
+        cache = EmbeddingsCache(name=namespace, url=url, local_cache="1MiB")
+        cache.set("q", MODEL, vector("q"))
+        for _ in range(30):  # across several reconnection intervals' worth of reads
+            entry = cache.get("q", MODEL)
+            assert entry is not None and np.array_equal(entry.embedding, vector("q"))
+            time.sleep(0.05)
+        time.sleep(1.2)
+        assert cache.get("q", MODEL) is not None
+        assert cache.stats().local_hits == 0
+        assert len(admin.acl_log()) <= 2  # asked once, not once a second
+        warnings = [r for r in caplog.records if "refused invalidations" in r.getMessage()]
+        assert len(warnings) == 1 and "local_cache=0" in warnings[0].getMessage()
+        cache.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reliability_workers as workers
-from reliability_support import Model, elapsed, vector_for
+from reliability_support import Model, elapsed, reports_of, vector_for
 
 from embmemo import BackendError, EmbeddingsCache, cached_embedding
 
@@ -27,18 +27,8 @@ SPAWN = multiprocessing.get_context("spawn")
 def test_eight_processes_share_one_file_without_locking_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/shared.sqlite3"
     count, rounds = 8, 15
-    out = SPAWN.Queue()
-    procs = [SPAWN.Process(target=workers.share_one_file, args=(url, w, count, rounds, out))
-             for w in range(count)]
-    for proc in procs:
-        proc.start()
-    try:
-        results = dict(out.get(timeout=60) for _ in procs)
-    finally:
-        for proc in procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
+    results = dict(reports_of(workers.share_one_file,
+                              [(url, w, count, rounds) for w in range(count)], timeout=60))
     assert sorted(results) == list(range(count))
     assert all(errors == [] for errors in results.values()), results
     cache = EmbeddingsCache(name="procs", url=url)

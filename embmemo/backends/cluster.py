@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import ExitStack, suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio.cluster as aiocluster
 import redis.cluster as cluster
@@ -36,6 +36,7 @@ from redis.exceptions import (
 from redis.retry import Retry as SyncRetry
 
 from ..errors import ConfigError
+from ..sansio import adrive, drive
 from ..urls import parse_redis_url
 from .redis_common import (
     AsyncRedisFamily,
@@ -69,12 +70,29 @@ def still_moving(error: Any) -> Any:
     return error
 
 
-def migration_backoff(first: float = 0.0) -> Iterator[float]:
-    """Pauses before each new attempt: ``first``, then 10 ms doubling to 200 ms, for at
-    most ``MIGRATION_WAIT`` in all."""
+class Resend(NamedTuple):
+    """Send the commands at ``indexes`` again, through the cluster client, after ``pause``
+    seconds; the reply is their replies (errors as values)."""
+
+    pause: float
+    indexes: list[int]
+
+
+def resend_rounds(replies: list[Any], again: list[int],
+                  first: float) -> Generator[Resend, list[Any], None]:
+    """Send ``again`` once more, then what got ``TRYAGAIN`` again, pausing ``first``, then
+    10 ms doubling to 200 ms, for at most ``MIGRATION_WAIT`` in all; ``replies`` takes
+    each answer. A send that raises (a node down) fails its commands alone."""
     delay, waited = first, 0.0
-    while waited <= MIGRATION_WAIT:
-        yield delay
+    while again and waited <= MIGRATION_WAIT:
+        try:
+            answers: list[Any] | Exception = yield Resend(delay, again)
+        except (RedisError, RedisClusterException) as exc:
+            answers = exc
+        for position, index in enumerate(again):
+            replies[index] = still_moving(
+                answers if isinstance(answers, Exception) else answers[position])
+        again = [i for i in again if isinstance(replies[i], TryAgainError)]
         waited += delay
         delay = min(max(delay * 2, FIRST_RETRY), 0.2)
 
@@ -208,23 +226,15 @@ class ClusterBackend(_Cluster, SyncRedisFamily):
                     connection.disconnect()  # alone, its commands rerouted below
                     self._node_failed(replies, indices, exc)
         again = [i for i, reply in enumerate(replies) if isinstance(reply, _REROUTE)]
-        for delay in migration_backoff():
-            if not again:
-                break
-            time.sleep(delay)  # 0 the first time: a plain redirection goes again at once
+
+        def resend(step: Resend) -> list[Any]:
+            time.sleep(step.pause)  # 0 the first time: a redirection goes again at once
             pipe = self._client.pipeline()  # routed by key, following redirections
-            for index in again:
+            for index in step.indexes:
                 pipe.execute_command(*commands[index][0])
-            try:
-                redone = pipe.execute(raise_on_error=False)
-            except (RedisError, RedisClusterException) as exc:  # a node is down: its
-                for index in again:  # commands fail, the other nodes' replies stand
-                    replies[index] = still_moving(exc)
-                again = [i for i in again if isinstance(replies[i], TryAgainError)]
-                continue
-            for index, reply in zip(again, redone, strict=True):
-                replies[index] = still_moving(reply)
-            again = [i for i in again if isinstance(replies[i], TryAgainError)]
+            return list(pipe.execute(raise_on_error=False))
+
+        drive(resend_rounds(replies, again, 0.0), resend)
         return replies
 
     def _node_failed(self, replies: list[Any], indices: list[int], error: Exception) -> None:
@@ -280,20 +290,12 @@ class AsyncClusterBackend(_Cluster, AsyncRedisFamily):
                 replies[index] = still_moving(
                     result if isinstance(result, BaseException) else result[position])
         again = [i for i, reply in enumerate(replies) if isinstance(reply, TryAgainError)]
-        for delay in migration_backoff(first=FIRST_RETRY):
-            if not again:
-                break
-            await asyncio.sleep(delay)
-            try:
-                redone = await _pipelined(client, [(commands[i][0], None) for i in again])
-            except (RedisError, RedisClusterException) as exc:
-                for index in again:
-                    replies[index] = still_moving(exc)
-                again = [i for i in again if isinstance(replies[i], TryAgainError)]
-                continue
-            for index, reply in zip(again, redone, strict=True):
-                replies[index] = still_moving(reply)
-            again = [i for i in again if isinstance(replies[i], TryAgainError)]
+
+        async def resend(step: Resend) -> list[Any]:
+            await asyncio.sleep(step.pause)
+            return await _pipelined(client, [(commands[i][0], None) for i in step.indexes])
+
+        await adrive(resend_rounds(replies, again, FIRST_RETRY), resend)
         return replies
 
     async def close(self) -> None:
