@@ -104,3 +104,41 @@ def test_a_failing_owner_releases_its_leases_at_once(tmp_path: Path) -> None:
         broken(["q"])
     lease = cache.store.scheme.lease_key(cache.key("q", MODEL))
     assert cache.store.backend().lease_many([lease], 1000) == [True]  # it was given up
+
+
+async def test_a_cancelled_wait_for_another_process_leaves_nothing_stuck(tmp_path: Path) -> None:
+    import asyncio
+
+    url = f"sqlite:///{tmp_path}/cancel.sqlite3"
+    cache = EmbeddingsCache(name="cancel", url=url, coordinate=True)
+    lease = cache.store.scheme.lease_key(cache.key("q", MODEL))
+    assert cache.store.backend().lease_many([lease], 60_000) == [True]  # another process's
+
+    @cached_embedding(model=MODEL, cache=cache)
+    async def embed(texts: list[str]) -> np.ndarray:
+        return np.stack([vector(t) for t in texts])
+
+    waiting = asyncio.create_task(embed(["q"]))
+    await asyncio.sleep(0.2)  # polling for the other process's entry
+    assert not waiting.done()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    cache.store.backend().release_many([lease])  # the other process gives up
+    result = await asyncio.wait_for(embed(["q"]), 5)  # nothing left claimed in process
+    assert np.array_equal(result[0], vector("q"))
+
+
+def test_with_the_backend_down_nobody_waits() -> None:
+    import time
+
+    cache = EmbeddingsCache(name="down", url="redis://127.0.0.1:1/0", coordinate=True)
+
+    @cached_embedding(model=MODEL, cache=cache)
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.stack([vector(t) for t in texts])
+
+    started = time.monotonic()
+    assert np.array_equal(embed(["q", "r"])[1], vector("r"))
+    assert time.monotonic() - started < 2
+    assert embed.cache_info().errors == 2
