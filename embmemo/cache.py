@@ -284,9 +284,8 @@ class EmbeddingsCache:
     def _read(self, texts: list[Text], model_name: str | None,
               model_params: Params | None) -> list[CacheEntry | None]:
         keys, digests = self._store.keys(texts, model_of(model_name), model_params)
-        fetched = self._store.fetch(keys)
-        entries = self._store.decode(keys, digests, fetched.values, model_name, texts,
-                                     local=fetched.local)
+        values, local = self._store.fetch(keys)
+        entries = self._store.decode(keys, digests, values, model_name, texts, local=local)
         self._store.slide(self._store.backend(), keys, entries)
         return entries
 
@@ -315,8 +314,8 @@ class EmbeddingsCache:
         given = batch(keys, "keys")
         positions, own, digests = self._store.own_keys(given)
         backend = self._blocking("mget_by_keys")
-        fetched = self._store.fetch(own)
-        entries = self._store.decode(own, digests, fetched.values, None, local=fetched.local)
+        values, local = self._store.fetch(own)
+        entries = self._store.decode(own, digests, values, None, local=local)
         self._store.slide(backend, own, entries)
         return spread(len(given), positions, entries, None)
 
@@ -462,9 +461,8 @@ class EmbeddingsCache:
         batch = texts_of(texts, contents)
         keys, digests = self._store.keys(batch, model_of(model_name), model_params)
         backend = self._store.async_backend()
-        fetched = await self._store.afetch(keys)
-        entries = self._store.decode(keys, digests, fetched.values, model_name, batch,
-                                     local=fetched.local)
+        values, local = await self._store.afetch(keys)
+        entries = self._store.decode(keys, digests, values, model_name, batch, local=local)
         await self._store.aslide(backend, keys, entries)
         return entries
 
@@ -492,8 +490,8 @@ class EmbeddingsCache:
         given = batch(keys, "keys")
         positions, own, digests = self._store.own_keys(given)
         backend = self._store.async_backend()
-        fetched = await self._store.afetch(own)
-        entries = self._store.decode(own, digests, fetched.values, None, local=fetched.local)
+        values, local = await self._store.afetch(own)
+        entries = self._store.decode(own, digests, values, None, local=local)
         await self._store.aslide(backend, own, entries)
         return spread(len(given), positions, entries, None)
 

@@ -33,7 +33,14 @@ from .config import DEFAULT_LOCAL_CACHE, Settings, ttl_ms, ttl_seconds
 from .errors import BackendError, ConfigError, InvalidInputError, InvalidTypeError
 from .keys import KeyScheme, Text, encode_text, identity_prefix, model_identity, text_digest
 from .stats import Counters, RateLimitedLog, logger
-from .tier import AsyncTieredBackend, Fetched, LocalTier, TieredBackend, begin_read
+from .tier import (
+    AsyncTieredBackend,
+    Fetched,
+    LocalTier,
+    PendingRead,
+    TieredBackend,
+    begin_read,
+)
 
 Params = Mapping[str, object]
 _ITEM_FIELDS = frozenset({"text", "content", "model_name", "embedding", "metadata", "ttl",
@@ -397,7 +404,7 @@ class EntryStore:
         backend = self.async_backend() if asynchronous else self.backend()
         if isinstance(backend, (TieredBackend, AsyncTieredBackend)):
             read = begin_read(backend.tier, backend.coherence, keys)
-            if isinstance(read, Fetched):
+            if not isinstance(read, PendingRead):
                 return read
         return None
 
@@ -406,14 +413,14 @@ class EntryStore:
         backend = self.backend()
         if isinstance(backend, TieredBackend):
             return backend.fetch(keys)
-        return Fetched(backend.get_many(keys) if keys else [], 0)
+        return (backend.get_many(keys) if keys else []), 0
 
     async def afetch(self, keys: Sequence[str]) -> Fetched:
         """Async ``fetch``."""
         backend = self.async_backend()
         if isinstance(backend, AsyncTieredBackend):
             return await backend.fetch(keys)
-        return Fetched(await backend.get_many(keys) if keys else [], 0)
+        return (await backend.get_many(keys) if keys else []), 0
 
     def backend(self) -> Backend:
         """The synchronous backend, opened on first use (opening never connects)."""

@@ -25,7 +25,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from . import codec
 from .backends import AsyncBackend, Backend, Record, Refresh, StorageSize
@@ -53,11 +53,9 @@ class Coherence(Protocol):
         ...
 
 
-class Fetched(NamedTuple):
-    """Values read for some keys, and how many of them the tier served."""
-
-    values: list[bytes | None]
-    local: int
+Fetched = tuple[list[bytes | None], int]
+"""Values read for some keys, and how many of them the tier served (a plain tuple: a
+named one costs more than the rest of a hit's lookup)."""
 
 
 class LocalTier:
@@ -196,7 +194,7 @@ def begin_read(tier: LocalTier, coherence: Coherence,
     if coherence.sync(tier):
         values, mark = tier.lookup(keys)
         if None not in values:
-            return Fetched(values, len(values))
+            return values, len(values)
         return PendingRead(keys, values, mark)
     # Nothing vouches for the tier just now: everything from the backend, nothing kept.
     return PendingRead(keys, [None] * len(keys), -1)
@@ -217,9 +215,9 @@ class PendingRead:
         """The error of a backend read that failed in part, with the values and failed
         positions of the whole read (the tier's included)."""
         found = error.values or [None] * len(self.missing)
-        fetched = self.finish(tier, found)
+        values, _ = self.finish(tier, found)
         missing = [i for i, value in enumerate(self.values) if value is None]
-        return PartialBackendError(str(error), fetched.values,
+        return PartialBackendError(str(error), values,
                                    tuple(missing[j] for j in error.failed))
 
     def finish(self, tier: LocalTier, found: Sequence[bytes | None]) -> Fetched:
@@ -228,10 +226,9 @@ class PendingRead:
             tier.keep(self.missing, found, self.mark)
         local = len(self.keys) - len(self.missing)
         if not local:
-            return Fetched(list(found), 0)
+            return list(found), 0
         replies = iter(found)
-        return Fetched([value if value is not None else next(replies)
-                        for value in self.values], local)
+        return [value if value is not None else next(replies) for value in self.values], local
 
 
 class TieredBackend:
@@ -256,7 +253,7 @@ class TieredBackend:
     def fetch(self, keys: Sequence[str]) -> Fetched:
         """Values of ``keys``, the tier's first, and how many it served."""
         read = begin_read(self.tier, self.coherence, keys)
-        if isinstance(read, Fetched):
+        if not isinstance(read, PendingRead):
             return read
         try:
             return read.finish(self.tier, self.backend.get_many(read.missing))
@@ -265,7 +262,7 @@ class TieredBackend:
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """See ``Backend.get_many``."""
-        return self.fetch(keys).values
+        return self.fetch(keys)[0]
 
     def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
         """See ``Backend.refresh_many``."""
@@ -331,7 +328,7 @@ class AsyncTieredBackend:
     async def fetch(self, keys: Sequence[str]) -> Fetched:
         """See ``TieredBackend.fetch``."""
         read = begin_read(self.tier, self.coherence, keys)
-        if isinstance(read, Fetched):
+        if not isinstance(read, PendingRead):
             return read
         try:
             return read.finish(self.tier, await self.backend.get_many(read.missing))
@@ -340,7 +337,7 @@ class AsyncTieredBackend:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """See ``Backend.get_many``."""
-        return (await self.fetch(keys)).values
+        return (await self.fetch(keys))[0]
 
     async def refresh_many(self, refreshes: Sequence[Refresh]) -> None:
         """See ``Backend.refresh_many``."""

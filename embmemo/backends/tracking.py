@@ -29,6 +29,7 @@ import os
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -38,6 +39,9 @@ from redis.exceptions import RedisError, ResponseError
 logger = logging.getLogger("embmemo")
 
 CHANNEL = b"__redis__:invalidate"
+_listeners: weakref.WeakSet[TrackingListener] = weakref.WeakSet()
+_INHERITED: list[Any] = []
+"""Connections a forked child inherited: referenced, so they are never closed here."""
 RECONNECT_EVERY = 1.0
 """Seconds between attempts to (re)connect the invalidation connection."""
 
@@ -97,15 +101,13 @@ class TrackingListener:
         self._connecting = False
         self._last_attempt = -RECONNECT_EVERY
         self._closed = False
+        _listeners.add(self)
 
     def sync(self, tier: Any) -> bool:
         """See ``tier.Coherence.sync``."""
-        poller = self._poller
-        if self._pid == os.getpid() and poller is not None and not poller.poll(0):
+        poller = self._poller  # (a forked child's is None: see after_fork)
+        if poller is not None and not poller.poll(0):
             return True  # nothing arrived: the usual case, kept short
-        if self._pid != os.getpid():  # a forked child: the socket is the parent's
-            self._forget(tier, forked=True)
-            poller = None
         if poller is None:
             self._start(tier)
             return False
@@ -134,14 +136,19 @@ class TrackingListener:
             else:
                 tier.invalidate([key.decode("utf-8", "surrogateescape") for key in keys])
 
-    def _forget(self, tier: Any, forked: bool = False) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: the connection is the parent's (closing it here could shut
+        it for the parent too), so it is forgotten, and a new one made on next use."""
+        if self._connection is not None:  # kept, never collected: no close on our side
+            _INHERITED.append((self._connection, self._poller))
+        self._connection = self._poller = None
+        self._pid, self._lock, self._connecting = os.getpid(), threading.Lock(), False
+
+    def _forget(self, tier: Any) -> None:
         """Drop the connection and everything the tier held; reconnect later."""
         connection, self._connection = self._connection, None
         poller, self._poller = self._poller, None
         tier.flush()
-        if forked:  # the parent's socket: closing it here could shut it for the parent
-            self._pid, self._lock, self._connecting = os.getpid(), threading.Lock(), False
-            return
         if poller is not None:
             poller.close()
         if connection is not None:
@@ -207,3 +214,11 @@ class TrackingListener:
                 poller.close()
             if connection is not None:
                 connection.disconnect()
+
+
+def _after_fork_in_child() -> None:
+    for listener in list(_listeners):
+        listener.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
