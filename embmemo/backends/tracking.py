@@ -59,20 +59,17 @@ def listening(connection_class: type[Any]) -> type[Any]:
 
 
 class Readable:
-    """Whether a socket has data, without reading it: ``epoll`` where there is one (a
-    ``poll`` object refuses two threads at once), else ``select``."""
+    """Whether a socket has data, without reading it: ``poll(0)`` is truthy if so (or if
+    the peer closed). ``epoll`` where there is one (a ``poll`` object refuses two threads
+    at once), else ``select``; the check is the bound C method itself, no wrapper."""
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
         self.epoll = select.epoll() if hasattr(select, "epoll") else None
         if self.epoll is not None:
             self.epoll.register(fd, select.EPOLLIN)
-
-    def poll(self, timeout: float) -> bool:
-        """True if the socket can be read (or was closed) within ``timeout`` seconds."""
-        if self.epoll is not None:
-            return bool(self.epoll.poll(timeout))
-        return bool(select.select([self.fd], [], [], timeout)[0])
+            self.poll: Callable[[float], object] = self.epoll.poll
+        else:
+            self.poll = lambda timeout: select.select([fd], [], [], timeout)[0]
 
     def close(self) -> None:
         """Release the epoll descriptor."""
