@@ -125,6 +125,14 @@ class SlidingExpiry:
         """Forget every refresh made: the next read of a due hit refreshes it again."""
         self._refreshed.clear()
 
+    def any_due(self, keys: Sequence[str], entries: Sequence[CacheEntry | None]) -> bool:
+        """Whether ``due`` would refresh any of these entries now (marks nothing)."""
+        now = time.time()
+        refreshed = self._refreshed
+        return any(now - refreshed.get(keys[index], 0.0)
+                   >= cast(float, cast(CacheEntry, entries[index]).ttl) * REFRESH_FRACTION
+                   for index in codec.due(entries, now, REFRESH_FRACTION))
+
     def due(self, keys: Sequence[str], entries: Sequence[CacheEntry | None]) -> list[Refresh]:
         """The refreshes ``entries`` (read under ``keys``) need now; marks them done."""
         now = time.time()
@@ -357,6 +365,18 @@ class EntryStore:
             self.counters.add(hits=hits, misses=len(entries) - hits, corrupt=corrupt,
                               local_hits=local)
         return entries
+
+    def peek(self, keys: Sequence[str], digests: Sequence[bytes],
+             values: Sequence[bytes | None], model_name: str | None,
+             texts: Sequence[Text]) -> list[CacheEntry] | None:
+        """The entries of values the in-process tier served, if every one decodes and
+        none is due to slide; else None. Counts nothing, marks nothing."""
+        entries, corrupt = codec.decode_many(values, keys, digests, model_name, texts,
+                                             verified=True)
+        if corrupt or not entries or (self.refresh_ttl_on_read
+                                      and self.sliding.any_due(keys, entries)):
+            return None
+        return cast(list[CacheEntry], entries)
 
     def retimed(self, key: str, value: bytes | None, ttl: float) -> Record | None:
         """The record under ``key`` rewritten with a new TTL, or None if it holds no valid

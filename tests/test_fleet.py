@@ -61,8 +61,10 @@ def test_a_fleet_computes_each_text_once_with_coordinate(fleet_url: str, namespa
               f"without coordinate, {factor_with:.3f} with")
     assert factor_with <= 1.01
     assert factor_without > 1.5  # the duplicate work coordinate=True removes
-    waited = sum(info[5] for info in infos)  # CacheInfo.waited
-    assert waited >= TEXTS * (WORKERS - 1) * 0.9
+    # Most texts came by waiting for another process (CacheInfo.waited); the rest were
+    # there already when this one looked, or came from its own in-process flights.
+    waited = sum(info[5] for info in infos)
+    assert waited >= TEXTS * (WORKERS - 1) * 0.75
     EmbeddingsCache(name=namespace + "a", url=fleet_url).clear()
     EmbeddingsCache(name=namespace + "b", url=fleet_url).clear()
 

@@ -165,7 +165,9 @@ def test_sqlite_evicts_least_recently_used_and_stays_within_one_batch(tmp_path: 
 
 def test_sqlite_limit_with_four_processes_loses_nothing_recent(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite3"
-    limit = 200 * ENTRY
+    # 1,600 entries written into room for about 480: a writer's own newest batch goes only
+    # if the others write some 45 batches between its write and its read-back.
+    limit = 600 * ENTRY
     url = f"sqlite:///{path}?max_size={limit}"
     results = dict(reports_of(write_under_limit, [(url, w, 40) for w in range(4)]))
     assert results == {w: [] for w in range(4)}  # no "database is locked", no lost write
@@ -174,7 +176,7 @@ def test_sqlite_limit_with_four_processes_loses_nothing_recent(tmp_path: Path) -
     texts = [f"w{w}-b{b}-{i}" for w in range(4) for b in range(40) for i in range(10)]
     kept = [(t, e) for t, e in zip(texts, cache.mget(texts, MODEL)) if e is not None]
     assert all(np.array_equal(e.embedding, vector(t)) for t, e in kept)
-    assert 100 <= len(kept) <= 200  # evicted down to the limit, not far below it
+    assert 300 <= len(kept) <= 600  # evicted down to the limit, not far below it
     assert os.path.getsize(path) <= limit + 4 * 10 * ENTRY
 
 

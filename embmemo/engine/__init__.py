@@ -22,10 +22,10 @@ from ..store import EntryStore
 from .breaker import CircuitBreaker
 from .flight import Flights, holding_claims, running_loop
 from .flow import (
+    NOT_SERVED,
     Call,
     CircuitOpenError,
     Compute,
-    Flow,
     FunctionState,
     Lease,
     Lookup,
@@ -67,20 +67,26 @@ class LookupEngine:
         self.breaker = CircuitBreaker(self.breaker.threshold, self.breaker.cooldown)
         self.flights = Flights()
 
-    def _lookup(self, call: Call, loop: Callable[[], asyncio.AbstractEventLoop | None],
-                asynchronous: bool) -> Flow:
+    def _new_lookup(self, call: Call, loop: Callable[[], asyncio.AbstractEventLoop | None],
+                    asynchronous: bool) -> Lookup:
         return Lookup(call, self.store, self.breaker, self.flights, self.log, loop,
-                      asynchronous).steps()
+                      asynchronous)
 
     def run(self, call: Call) -> Any:
         """Run a call, blocking on each step."""
-        flow = self._lookup(call, running_loop, asynchronous=False)
-        return drive(flow, partial(self._execute, call=call))
+        lookup = self._new_lookup(call, running_loop, asynchronous=False)
+        result = lookup.served()
+        if result is not NOT_SERVED:
+            return result
+        return drive(lookup.steps(), partial(self._execute, call=call))
 
     async def arun(self, call: Call) -> Any:
         """Run a call, awaiting each step (a cancellation releases its claims)."""
-        flow = self._lookup(call, asyncio.get_running_loop, asynchronous=True)
-        return await adrive(flow, partial(self._aexecute, call=call))
+        lookup = self._new_lookup(call, asyncio.get_running_loop, asynchronous=True)
+        result = lookup.served()
+        if result is not NOT_SERVED:
+            return result
+        return await adrive(lookup.steps(), partial(self._aexecute, call=call))
 
     def _execute(self, step: Step, call: Call) -> Any:
         if isinstance(step, Compute):
