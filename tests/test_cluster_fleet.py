@@ -40,7 +40,15 @@ serving while one is being replaced (by default the whole cluster refuses)."""
 @pytest.fixture
 def replicated() -> Iterator[RedisClusterProcesses]:
     """Three primaries, a replica each, a one-second node timeout (quick failovers)."""
-    cluster = RedisClusterProcesses(3, 1, 1000, *CACHE_CLUSTER).start()
+    for attempt in range(3):  # forming six nodes on a busy machine can time out: again
+        cluster = RedisClusterProcesses(3, 1, 1000, *CACHE_CLUSTER)
+        try:
+            cluster.start()
+            break
+        except RuntimeError:
+            cluster.stop()
+            if attempt == 2:
+                raise
     try:
         yield cluster
     finally:
@@ -173,13 +181,13 @@ def test_a_primary_failover_under_load_keeps_the_healthy_nodes_hits(
     killed = time.monotonic()
     victim.kill()
     healed = _wait_for_failover(replicated, victim)
-    time.sleep(1.0)
+    time.sleep(2.0)
     load.stop.set()
     load.thread.join(30)
     assert not load.thread.is_alive() and load.failures == []
     assert load.wrong == 0
     during = load.hit_rate(killed, healed)
-    after = load.hit_rate(healed + 0.5, time.monotonic())
+    after = load.hit_rate(healed + 1.0, time.monotonic())  # the new map read meanwhile
     worst = max(seconds for _, seconds, _ in load.calls)
     with capsys.disabled():
         mode = "async" if asynchronous else "sync"

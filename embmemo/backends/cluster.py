@@ -47,18 +47,21 @@ from .redis_common import (
     client_kwargs,
     packed,
     read_replies,
+    read_replies_async,
     resolve_retry,
     tls_defaults,
 )
 from .redis_plans import Command
 
-_REROUTE = (AskError, TryAgainError, ClusterDownError, ConnectionError)  # AskError: MOVED too
+_REDIRECTED = (AskError, TryAgainError, ClusterDownError)  # AskError: MOVED too
+_REROUTE = (*_REDIRECTED, ConnectionError)
 MIGRATION_WAIT = 5.0
 """Seconds a command may keep getting TRYAGAIN (a slot moving with keys of the command on
 both sides) before it is given up; then it fails without counting against the breaker."""
 FIRST_RETRY = 0.01
-REMAP_EVERY = 1.0
-"""Seconds between reads of the slot map after a node failed to answer."""
+REMAP_EVERY = 0.25
+"""Seconds between reads of the slot map while a node fails to answer (a replica that
+takes its place is found within this)."""
 
 
 def still_moving(error: Any) -> Any:
@@ -239,8 +242,8 @@ class ClusterBackend(_Cluster, SyncRedisFamily):
 
     def _node_failed(self, replies: list[Any], indices: list[int], error: Exception) -> None:
         """A node did not answer: its commands hold the error (to be sent again through
-        the cluster client), and the slot map is read again, at most once a second, so a
-        replica promoted meanwhile takes the node's place."""
+        the cluster client), and the slot map is read again (at most every
+        ``REMAP_EVERY``), so a replica promoted meanwhile takes the node's place."""
         for index in indices:
             replies[index] = error
         now = time.monotonic()
@@ -262,6 +265,7 @@ class AsyncClusterBackend(_Cluster, AsyncRedisFamily):
     def __init__(self, url: str, client: Any = None, **settings: Any) -> None:
         super().__init__(url, client, **settings)
         self._given = client
+        self._mapped_at = 0.0
         self._clients: LoopClients[Any] = LoopClients(
             lambda: self.new_client(aiocluster, AsyncRetry), _close)
 
@@ -273,33 +277,62 @@ class AsyncClusterBackend(_Cluster, AsyncRedisFamily):
         return ClusterRouter(await self._cluster())
 
     async def send(self, commands: list[Command]) -> list[Any]:
-        """The cluster pipeline: every node's share at once, redirections followed."""
+        """Every node's commands at once on its own connection, then what a node
+        redirected (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) through the cluster pipeline. A node
+        that does not answer fails its own commands only: redis-py's pipeline would close
+        the whole client on it, failing the other nodes' replies in flight too."""
         self.round_trips += 1
         client = await self._cluster()
-        by_node: dict[str, list[int]] = {}
+        by_node: dict[str, tuple[Any, list[int]]] = {}
         for index, (_, node) in enumerate(commands):
-            by_node.setdefault(node.name, []).append(index)
+            by_node.setdefault(node.name, (node, []))[1].append(index)
         replies: list[Any] = [None] * len(commands)
         groups = list(by_node.values())
-        # A pipeline per node, all at once: a node that is down fails its own commands.
         results = await asyncio.gather(
-            *(_pipelined(client, [(commands[i][0], commands[i][1]) for i in group])
-              for group in groups), return_exceptions=True)
-        for group, result in zip(groups, results, strict=True):
-            for position, index in enumerate(group):
-                replies[index] = still_moving(
-                    result if isinstance(result, BaseException) else result[position])
-        again = [i for i, reply in enumerate(replies) if isinstance(reply, TryAgainError)]
+            *(_direct(node, [commands[i][0] for i in indexes]) for node, indexes in groups),
+            return_exceptions=True)
+        for (_, indexes), result in zip(groups, results, strict=True):
+            for position, index in enumerate(indexes):
+                replies[index] = (result if isinstance(result, BaseException)
+                                  else result[position])
+        if any(isinstance(reply, (ConnectionError, TimeoutError)) for reply in replies):
+            await self._remap(client)
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, _REDIRECTED)]
 
         async def resend(step: Resend) -> list[Any]:
             await asyncio.sleep(step.pause)
             return await _pipelined(client, [(commands[i][0], None) for i in step.indexes])
 
-        await adrive(resend_rounds(replies, again, FIRST_RETRY), resend)
+        await adrive(resend_rounds(replies, again, 0.0), resend)
         return replies
+
+    async def _remap(self, client: Any) -> None:
+        """Read the slot map again (at most every ``REMAP_EVERY``): a replica promoted in
+        place of a node that stopped answering takes its slots."""
+        now = time.monotonic()
+        if now - self._mapped_at >= REMAP_EVERY:
+            self._mapped_at = now
+            with suppress(RedisError, RedisClusterException, OSError):
+                await client.nodes_manager.initialize()
 
     async def close(self) -> None:
         await self._clients.close()
+
+
+async def _direct(node: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """One node's commands on one of its connections: one write, then every reply."""
+    connection = node.acquire_connection()
+    try:
+        await connection.send_packed_command(packed(connection, commands))
+        replies = await read_replies_async(connection, len(commands))
+        if any(isinstance(reply, ConnectionError) for reply in replies):
+            await connection.disconnect()
+        return replies
+    except (ConnectionError, TimeoutError, OSError):
+        await connection.disconnect()
+        raise
+    finally:
+        node.release(connection)
 
 
 async def _pipelined(client: Any, commands: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
