@@ -6,7 +6,11 @@ UNLINK per slot, one SET or EXISTS per key, each addressed to the primary that o
 slot. Every node's share is written before any reply is read (the async client runs the
 nodes concurrently), so a batch costs about one round trip, not one per slot or per node.
 What a node redirects (MOVED, ASK, ...) is re-sent through redis-py's cluster pipeline,
-which follows redirections and refreshes the slot map.
+which follows redirections and refreshes the slot map; ``TRYAGAIN`` (a slot migrating)
+is re-sent with a backoff for up to ``MIGRATION_WAIT``. A node that does not answer
+fails its own commands only: the plans return the other nodes' replies (a partial
+result) and the slot map is read again, so a promoted replica takes over. Reads go to
+replicas when the client was made to read from them.
 
 The operations themselves are the Redis family's plans (``redis_plans``), the same as a
 standalone server's; this module adds the router and the two ways of sending a batch.
