@@ -18,7 +18,7 @@ import redis
 from local_workers import DIM, MODEL, serve_changes, vector, write_under_limit
 from reliability_support import reports_of
 
-from embmemo import ConfigError, EmbeddingsCache, cached_embedding
+from embmemo import BackendError, ConfigError, EmbeddingsCache, cached_embedding
 from embmemo.config import DEFAULT_MAX_SIZE, Settings, parse_size
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -439,4 +439,32 @@ def test_a_user_without_the_tiers_grants_gets_one_warning_and_no_tier(
         assert len(admin.acl_log()) <= 2  # asked once, not once a second
         warnings = [r for r in caplog.records if "refused invalidations" in r.getMessage()]
         assert len(warnings) == 1 and "local_cache=0" in warnings[0].getMessage()
+        cache.close()
+
+
+def test_a_silent_invalidation_connection_is_given_up(namespace: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from reliability_support import paused, running
+
+    from embmemo.backends import tracking
+
+    monkeypatch.setattr(tracking, "HEARTBEAT", 0.2)
+    with running() as server:
+        cache = EmbeddingsCache(name=namespace, url=server.url, local_cache="1MiB",
+                                connection_kwargs={"socket_timeout": 0.3})
+        cache.set("q", MODEL, vector("q"))
+        wait_local(cache, "q")
+        with paused(server):  # no PONG comes back: as if the network path had died
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                before = cache.stats().local_hits
+                try:
+                    cache.get("q", MODEL)
+                except BackendError:  # the read went to the hung server
+                    break
+                assert cache.stats().local_hits > before
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the tier kept vouching for a silent connection")
+        wait_local(cache, "q")  # reconnected once the server answers again
         cache.close()

@@ -18,7 +18,9 @@ so the messages are applied first. The server queues an invalidation before it a
 write that caused it, so once a writer has its reply the news is already on its way, and
 a read made after the writer said so sees it. Connecting happens in a background thread,
 so no caller waits for it; until it is connected (and after it breaks, until it is back)
-the tier is not used, and everything it held is dropped.
+the tier is not used, and everything it held is dropped. A connection that falls silent
+is asked for a PONG after ``HEARTBEAT`` seconds and given up after twice that, so a
+network path that dies without a word costs at most that long of possibly stale reads.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ConnectionError, RedisError, ResponseError
 
 logger = logging.getLogger("embmemo")
 
@@ -44,6 +46,9 @@ _INHERITED: list[Any] = []
 """Connections a forked child inherited: referenced, so they are never closed here."""
 RECONNECT_EVERY = 1.0
 """Seconds between attempts to (re)connect the invalidation connection."""
+HEARTBEAT = 5.0
+"""Seconds of silence after which the server is asked for a PONG; after twice this
+without one, the connection is taken for dead and the tier emptied."""
 
 
 @functools.cache
@@ -98,13 +103,18 @@ class TrackingListener:
         self._connecting = False
         self._last_attempt = -RECONNECT_EVERY
         self._closed = False
+        self._heard = 0.0
+        """When the server last said anything on the connection (monotonic clock)."""
+        self._pinged = False
         _listeners.add(self)
 
     def sync(self, tier: Any) -> bool:
         """See ``tier.Coherence.sync``."""
         poller = self._poller  # (a forked child's is None: see after_fork)
         if poller is not None and not poller.poll(0):
-            return True  # nothing arrived: the usual case, kept short
+            if time.monotonic() - self._heard < HEARTBEAT:
+                return True  # nothing arrived, and lately: the usual case, kept short
+            return self._heartbeat(tier)
         if poller is None:
             self._start(tier)
             return False
@@ -120,11 +130,33 @@ class TrackingListener:
                 return False
         return True
 
+    def _heartbeat(self, tier: Any) -> bool:
+        """Quiet for ``HEARTBEAT``: ask the server for a PONG. Quiet for twice that with
+        the question asked: the connection is taken for dead (a network path can die
+        without a word), so the tier is emptied and the read goes to the server."""
+        with self._lock:
+            connection = self._connection
+            if connection is None:
+                return False
+            try:
+                if time.monotonic() - self._heard >= 2 * HEARTBEAT and self._pinged:
+                    raise ConnectionError("no answer to PING")
+                if not self._pinged:
+                    connection.send_command("PING")
+                    self._pinged = True
+            except Exception as exc:
+                logger.info("embmemo: invalidation connection lost (%s); the local tier "
+                            "is off until it is back", exc)
+                self._forget(tier)
+                return False
+        return True
+
     def _apply(self, tier: Any) -> None:
         """Apply every message that has arrived (with the lock held)."""
         connection = self._connection
         while connection.can_read(timeout=0):
             reply = connection.read_response()
+            self._heard, self._pinged = time.monotonic(), False
             if not isinstance(reply, list) or len(reply) != 3 or reply[1] != CHANNEL:
                 continue  # subscribe confirmations
             keys = reply[2]
@@ -198,6 +230,7 @@ class TrackingListener:
                 connection.disconnect()
                 return
             tier.flush()  # what it held came before anyone was listening
+            self._heard, self._pinged = time.monotonic(), False
             self._connection, self._poller = connection, poller
 
     def close(self) -> None:
