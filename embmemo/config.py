@@ -14,13 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import platformdirs
 
 from .errors import ConfigError, InvalidInputError, InvalidTypeError
 from .keys import KeyScheme
-from .urls import REDIS_SCHEMES, check_url, redact_url, scheme_of
+from .urls import REDIS_SCHEMES, check_url, redact_url, scheme_of, url_option
 
 DEFAULT_NAME = "embedcache"
 DEFAULT_TIMEOUT = 1.0
@@ -97,18 +96,6 @@ def _max_size(value: object, setting: str) -> int | None:
     if size == 0:
         raise ConfigError(f"{setting} must be positive (or 'none' for no limit), got {value!r}")
     return size
-
-
-def url_option(url: str, option: str) -> str | None:
-    """The value of ``?option=`` in a SQLite or memory:// URL, if given."""
-    query = url.partition("?")[2]
-    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == option]
-    return values[-1] if values else None
-
-
-def without_query(url: str) -> str:
-    """A SQLite or memory:// URL without its options."""
-    return url.partition("?")[0]
 
 
 def ttl_ms(seconds: float | None) -> int | None:

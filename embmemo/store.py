@@ -127,26 +127,33 @@ class SlidingExpiry:
 
     def any_due(self, keys: Sequence[str], entries: Sequence[CacheEntry | None]) -> bool:
         """Whether ``due`` would refresh any of these entries now (marks nothing)."""
-        now = time.time()
-        refreshed = self._refreshed
-        return any(now - refreshed.get(keys[index], 0.0)
-                   >= cast(float, cast(CacheEntry, entries[index]).ttl) * REFRESH_FRACTION
-                   for index in codec.due(entries, now, REFRESH_FRACTION))
+        return bool(self._due(keys, entries, time.time()))
 
     def due(self, keys: Sequence[str], entries: Sequence[CacheEntry | None]) -> list[Refresh]:
         """The refreshes ``entries`` (read under ``keys``) need now; marks them done."""
         now = time.time()
         refreshed = self._refreshed
         out: list[Refresh] = []
-        for index in codec.due(entries, now, REFRESH_FRACTION):  # written a while ago
-            key, ttl = keys[index], cast(float, cast(CacheEntry, entries[index]).ttl)
-            if now - refreshed.get(key, 0.0) < ttl * REFRESH_FRACTION:  # refreshed lately
-                continue
+        for index in self._due(keys, entries, now):
             if len(refreshed) >= self.capacity:  # forgetting only means refreshing early
                 refreshed.clear()
-            refreshed[key] = now
-            out.append(Refresh(key, round(ttl * 1000)))
+            refreshed[keys[index]] = now
+            out.append(Refresh(keys[index], round(_ttl(entries[index]) * 1000)))
         return out
+
+    def _due(self, keys: Sequence[str], entries: Sequence[CacheEntry | None],
+             now: float) -> list[int]:
+        """Indexes of the hits written a while ago and not refreshed by this process
+        lately."""
+        refreshed = self._refreshed
+        return [index for index in codec.due(entries, now, REFRESH_FRACTION)
+                if now - refreshed.get(keys[index], 0.0)
+                >= _ttl(entries[index]) * REFRESH_FRACTION]
+
+
+def _ttl(entry: CacheEntry | None) -> float:
+    """The TTL of an entry ``codec.due`` chose (so it has one)."""
+    return cast(float, cast(CacheEntry, entry).ttl)
 
 
 class ComputedRecords(NamedTuple):

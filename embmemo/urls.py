@@ -164,6 +164,18 @@ def _database(text: str, bad: Callable[[str], ConfigError]) -> int:
     return int(value)
 
 
+def url_option(url: str, option: str) -> str | None:
+    """The value of ``?option=`` in a SQLite or memory:// URL, if given."""
+    query = url.partition("?")[2]
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == option]
+    return values[-1] if values else None
+
+
+def without_query(url: str) -> str:
+    """A SQLite or memory:// URL without its options."""
+    return url.partition("?")[0]
+
+
 def check_url(url: str, setting: str = "url") -> str:
     """Check any backend URL; return its scheme. A ``ConfigError`` names ``setting``."""
     scheme = scheme_of(url)

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from ..config import without_query
+from ..urls import without_query
 from .base import Record, Refresh, StorageSize
 
 _PURGE_EVERY_WRITES = 1024

@@ -115,15 +115,20 @@ class TrackingListener:
         if poller is not None and not poller.poll(0):
             if time.monotonic() - self._heard < HEARTBEAT:
                 return True  # nothing arrived, and lately: the usual case, kept short
-            return self._heartbeat(tier)
+            return self._tend(tier, self._heartbeat)
         if poller is None:
             self._start(tier)
             return False
+        return self._tend(tier, self._apply)
+
+    def _tend(self, tier: Any, work: Callable[[Any], None]) -> bool:
+        """Run ``work(tier)`` on the connection, under the lock. Whatever breaks, the
+        connection is dropped and the tier emptied, and the read goes to the server."""
         with self._lock:
             if self._connection is None:
                 return False
             try:
-                self._apply(tier)
+                work(tier)
             except Exception as exc:
                 logger.info("embmemo: invalidation connection lost (%s); the local tier "
                             "is off until it is back", exc)
@@ -131,26 +136,16 @@ class TrackingListener:
                 return False
         return True
 
-    def _heartbeat(self, tier: Any) -> bool:
+    def _heartbeat(self, tier: Any) -> None:
         """Quiet for ``HEARTBEAT``: ask the server for a PONG. Quiet for twice that with
         the question asked: the connection is taken for dead (a network path can die
-        without a word), so the tier is emptied and the read goes to the server."""
-        with self._lock:
-            connection = self._connection
-            if connection is None:
-                return False
-            try:
-                if time.monotonic() - self._heard >= 2 * HEARTBEAT and self._pinged:
-                    raise ConnectionError("no answer to PING")
-                if not self._pinged:
-                    connection.send_command("PING")
-                    self._pinged = True
-            except Exception as exc:
-                logger.info("embmemo: invalidation connection lost (%s); the local tier "
-                            "is off until it is back", exc)
-                self._forget(tier)
-                return False
-        return True
+        without a word). With the lock held."""
+        if self._pinged:
+            if time.monotonic() - self._heard >= 2 * HEARTBEAT:
+                raise ConnectionError("no answer to PING")
+            return
+        self._connection.send_command("PING")
+        self._pinged = True
 
     def _apply(self, tier: Any) -> None:
         """Apply every message that has arrived (with the lock held)."""
