@@ -15,9 +15,9 @@ turns RESP3 on for every connection of the pool.
 The connection is read by the callers themselves, never by a thread: before each read
 through the tier, a zero-timeout ``epoll`` says whether anything arrived (0.3 us), and if
 so the messages are applied first. The server writes an invalidation out in the same pass
-of its event loop as the reply to the write that caused it (broadcast news is sent just
-before the replies are flushed), so once a writer has its reply and says so, the news is
-on this connection too, and the next read here sees it. Connecting happens in a background thread,
+of its event loop as the reply to the write that caused it (microseconds apart), so once
+a writer has its reply and says so to another process, the news is on this connection
+too, and the next read here sees it. Connecting happens in a background thread,
 so no caller waits for it; until it is connected (and after it breaks, until it is back)
 the tier is not used, and everything it held is dropped. A connection that falls silent
 is asked for a PONG after ``HEARTBEAT`` seconds and given up after twice that, so a
